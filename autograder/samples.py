@@ -1,0 +1,104 @@
+"""Sample submissions built from the course itself: filled, blank, and with typical mistakes.
+
+A *filled* notebook is the student release with every solution cell replaced by the
+solution's code (what a student who got everything right hands in). A *mistake* patches one
+solution cell of a filled notebook, as catalogued in ``autograder/mistakes/<assignment>.toml``.
+Building samples from ``course/`` and ``solutions/`` means they never drift from the notebooks.
+"""
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+
+import nbformat
+
+from . import course
+
+MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
+
+
+def strip_markers(source: str) -> str:
+    return "\n".join(line for line in source.splitlines() if line.strip() not in MARKERS)
+
+
+def solution_sources(nb: course.Notebook) -> dict[str, str]:
+    """grade_id -> solution code (markers removed) for every solution cell of the source."""
+    out = {}
+    for cell in nbformat.read(nb.source, 4).cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution") and cell.cell_type == "code":
+            out[meta["grade_id"]] = strip_markers(cell.source)
+    return out
+
+
+def blank(nb: course.Notebook):
+    return nbformat.read(nb.release, 4)
+
+
+def filled(nb: course.Notebook):
+    """The release notebook with every solution cell answered correctly."""
+    notebook = blank(nb)
+    answers = solution_sources(nb)
+    for cell in notebook.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if cell.metadata.get("nbgrader", {}).get("solution") and gid in answers:
+            cell.source = answers[gid]
+    return notebook
+
+
+def mistakes(assignment: str) -> list[dict]:
+    path = course.MISTAKES / f"{assignment}.toml"
+    if not path.exists():
+        return []
+    with open(path, "rb") as fh:
+        return tomllib.load(fh).get("mistake", [])
+
+
+def with_mistake(notebook, mistake: dict):
+    """A copy of ``notebook`` with ``mistake`` applied to the cell it names."""
+    notebook = copy.deepcopy(notebook)
+    cells = [c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == mistake["cell"]]
+    if len(cells) != 1:
+        raise ValueError(f"mistake {mistake['name']}: no single cell with grade_id {mistake['cell']!r}")
+    cell = cells[0]
+    if "source" in mistake:
+        cell.source = mistake["source"]
+    for old, new in mistake.get("replace", []):
+        if cell.source.count(old) != 1:
+            raise ValueError(f"mistake {mistake['name']}: {old!r} occurs {cell.source.count(old)} times in cell {mistake['cell']}, expected once")
+        cell.source = cell.source.replace(old, new)
+    return notebook
+
+
+def write(notebook, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, dest)
+    return dest
+
+
+def demo_submissions(dest: Path) -> tuple[Path, dict[tuple[str, str], str]]:
+    """Write the demo class into ``dest/submissions``; return the roster file and the
+    expected outcome of each (student, assignment): ``full``, ``zero``, ``partial`` or a status."""
+    subs = dest / "submissions"
+    expected: dict[tuple[str, str], str] = {}
+    students = ["full-marks", "blank", "unreadable", "missing"]
+    for nb in course.notebooks():
+        a = nb.assignment
+        write(filled(nb), subs / "full-marks" / a / f"{nb.name}.ipynb")
+        write(blank(nb), subs / "blank" / a / f"{nb.name}.ipynb")
+        broken = subs / "unreadable" / a / f"{nb.name}.ipynb"
+        broken.parent.mkdir(parents=True, exist_ok=True)
+        broken.write_text(nbformat.writes(filled(nb))[:5000])  # a download cut short
+        expected.update({("full-marks", a): "full", ("blank", a): "zero", ("unreadable", a): "unreadable",
+                         ("missing", a): "missing"})
+        for m in mistakes(a):
+            if m.get("demo"):
+                who = f"mistake-{m['name']}"
+                write(with_mistake(filled(nb), m), subs / who / a / f"{nb.name}.ipynb")
+                expected[(who, a)] = "partial"
+                if who not in students:
+                    students.append(who)
+    roster = dest / "roster.txt"
+    roster.write_text("\n".join(sorted(students)) + "\n")
+    return roster, expected

@@ -1,0 +1,44 @@
+"""nbgrader configuration for *Glow from scratch*.
+
+nbgrader finds this file when it is run from the repository root (``nbgrader ...`` or
+``python -m autograder ...``). It maps nbgrader's steps onto this repository::
+
+    source    -> solutions/<assignment>/<notebook>.ipynb      (the only place notebooks are edited)
+    release   -> course/<assignment>/<notebook>.ipynb         (generated, committed, opened in Colab)
+    submitted / autograded / feedback -> autograder/<step>/<student>/<assignment>/
+    gradebook -> autograder/gradebook.db                      (absolute path, see below)
+
+``python -m autograder grade`` points the three grading steps and the gradebook at its own
+``--out`` folder instead, so a grading run never touches this instructor gradebook.
+"""
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+STATE = ROOT / "autograder"
+
+c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
+
+c.CourseDirectory.root = str(ROOT)
+c.CourseDirectory.course_id = "glow-from-scratch"
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "course"
+c.CourseDirectory.submitted_directory = "autograder/submitted"
+c.CourseDirectory.autograded_directory = "autograder/autograded"
+c.CourseDirectory.feedback_directory = "autograder/feedback"
+# A relative sqlite path would resolve against the current directory, and sqlite cannot
+# create the folder: make the path absolute and the folder present.
+os.makedirs(STATE, exist_ok=True)
+c.CourseDirectory.db_url = f"sqlite:///{STATE / 'gradebook.db'}"
+
+# Release only what students need: the notebooks. (Data reach students through the
+# glowcourse package; add a glob here for any other file meant for them.)
+c.CourseDirectory.include = ["*.ipynb"]
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.bak"]
+
+# Per-cell limit while grading. Heavy cells are skipped under NBGRADER_EXECUTION, so a
+# graded notebook runs in seconds; a cell that needs a minute is a student's infinite loop.
+c.Execute.timeout = 60
+
+# The "Open in Colab" badge and the setup cell read the repository from pyproject.toml
+# ([project.urls] Repository): the one place a fork changes it.
