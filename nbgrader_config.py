@@ -42,3 +42,4 @@ c.Execute.timeout = 60
 
 # The "Open in Colab" badge and the setup cell read the repository from pyproject.toml
 # ([project.urls] Repository): the one place a fork changes it.
+

@@ -72,6 +72,12 @@ def nbgrader_api(*, release: Path | None = None, submitted: Path | None = None, 
     Overridden folders are absolute; nbgrader joins them onto the course root unchanged.
     """
     ensure_tools_on_path()
+    import warnings
+
+    from sqlalchemy.exc import SAWarning
+
+    # nbgrader 0.9.6's gradebook triggers SQLAlchemy autoflush warnings on every submission: noise.
+    warnings.filterwarnings("ignore", category=SAWarning)
     from nbgrader.apps.api import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
     from traitlets.config import Config, PyFileConfigLoader

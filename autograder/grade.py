@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -81,10 +82,14 @@ def _failure(result: dict) -> str:
     text = (result.get("error") or "") + (result.get("log") or "")
     if "DeadKernelError" in text or "Kernel died" in text:
         return "kernel died"
+    if "Kernel didn't respond" in text:
+        return "kernel failed to start"
     if "CellTimeoutError" in text or "TimeoutError" in text:
         return "timeout"
-    last = [line for line in (result.get("error") or "").strip().splitlines() if line.strip()]
-    return "error: " + (last[-1][:120] if last else "autograde failed")
+    # nbgrader ends with a generic NbGraderException; the cause is the last named error before it.
+    causes = [m.group(0).strip() for m in re.finditer(r"^\s*[\w.]*(?:Error|Exception): .*$", text, re.M)
+              if "NbGraderException" not in m.group(0)]
+    return "error: " + (causes[-1][:120] if causes else "autograde failed (see .nbgrader/logs)")
 
 
 def _timed_out(autograded: Path) -> bool:

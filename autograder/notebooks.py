@@ -29,7 +29,7 @@ def execute(path: Path, *, timeout: int = 600, env: dict | None = None):
     old = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update(env or {})
     try:
-        NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+        NotebookClient(notebook, kernel_name="python3", timeout=timeout,
                        resources={"metadata": {"path": str(Path(path).parent)}}).execute()
     finally:
         for k, v in old.items():

@@ -47,6 +47,12 @@ def filled(nb: course.Notebook):
     return notebook
 
 
+def answers(notebook) -> dict[str, str]:
+    """grade_id -> source of every solution cell of a (student) notebook."""
+    return {c.metadata["nbgrader"]["grade_id"]: c.source for c in notebook.cells
+            if c.metadata.get("nbgrader", {}).get("solution")}
+
+
 def mistakes(assignment: str) -> list[dict]:
     path = course.MISTAKES / f"{assignment}.toml"
     if not path.exists():

@@ -8,11 +8,15 @@ fails, the message says what is wrong in words and, where the numbers match a kn
 
 Visible cells call a check with its defaults; hidden cells call it again with other seeds,
 shapes and dtypes. A check prints one line when everything holds and returns ``None``
-(nbgrader would read a returned number as partial credit).
+(nbgrader would read a returned number as partial credit). Their frames set
+``__tracebackhide__`` so that IPython's traceback shows the student's code and the message,
+not the checker's internals.
 """
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from typing import Callable, Iterable
 
 import torch
@@ -36,7 +40,23 @@ class CheckFailed(AssertionError):
     """A check found a property that does not hold; the message says which and why."""
 
 
+def _quiet(check: Callable) -> Callable:
+    """Run a check with warnings recorded, not printed: under nbgrader any stderr output in a
+    test cell scores it 0, so a deprecation warning in torch or in the student's code must not
+    cost a correct answer its points."""
+
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs):
+        __tracebackhide__ = True
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            return check(*args, **kwargs)
+
+    return wrapper
+
+
 def _fail(what: str, detail: str, cause: str | None = None) -> None:
+    __tracebackhide__ = True
     msg = f"{what}: {detail}"
     if cause:
         msg += f"\nLikely cause: {cause}"
@@ -86,6 +106,7 @@ def _explain(got: torch.Tensor, want: torch.Tensor, known: Iterable[tuple[torch.
 
 
 def _call(fn: Callable, *args, what: str):
+    __tracebackhide__ = True
     try:
         return fn(*args)
     except NotImplementedError:
@@ -97,6 +118,7 @@ def _call(fn: Callable, *args, what: str):
 
 
 def _as_pair(out, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    __tracebackhide__ = True
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         _fail(what, f"must return a pair (output, logdet), got {type(out).__name__}", "end with `return y, logdet`.")
     y, logdet = out
@@ -106,6 +128,7 @@ def _as_pair(out, what: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _check_logdet_shape(logdet: torch.Tensor, batch: int, what: str) -> None:
+    __tracebackhide__ = True
     if logdet.shape == (batch,):
         return
     if logdet.numel() == 1:
@@ -117,6 +140,7 @@ def _check_logdet_shape(logdet: torch.Tensor, batch: int, what: str) -> None:
     _fail(what, f"logdet has shape {tuple(logdet.shape)}, expected ({batch},)", cause)
 
 
+@_quiet
 def check_flow_layer(
     layer: nn.Module,
     x: torch.Tensor,
@@ -133,6 +157,7 @@ def check_flow_layer(
     sample; the inverse's log-det is minus the forward's at the matching point.
     ``known_mistakes(want)`` may list ``(value, cause)`` pairs to name layer-specific mistakes.
     """
+    __tracebackhide__ = True
     batch = x.shape[0]
     y, logdet = _as_pair(_call(layer, x, what=f"{name}.forward"), f"{name}.forward")
     if y.shape != x.shape:
@@ -145,7 +170,7 @@ def check_flow_layer(
     if x_back.shape != x.shape:
         _fail(f"{name}.inverse", f"output has shape {tuple(x_back.shape)}, expected {tuple(x.shape)}")
     if not torch.allclose(x_back, x, atol=max(atol, 1e-4 if x.dtype == torch.float32 else atol), rtol=1e-4):
-        err = float((x_back - x).abs().max())
+        err = float((x_back.detach() - x).abs().max())
         _fail(f"{name}.inverse", f"inverse(forward(x)) differs from x by up to {err:.3g}",
               inverse_cause or "inverse must undo forward's operations, in the reverse order.")
     _check_logdet_shape(logdet_inv, batch, f"{name}.inverse")
@@ -166,8 +191,10 @@ def check_flow_layer(
 # ----------------------------------------------------------------------------------------
 
 
+@_quiet
 def check_affine_flow(cls: type, *, dim: int = 3, batch: int = 5, seed: int = 0, dtype: torch.dtype = torch.float64) -> None:
     """``ElementwiseAffine``: ``y = x * exp(log_scale) + shift``, log-det ``sum(log_scale)``."""
+    __tracebackhide__ = True
     torch.manual_seed(seed)
     layer = _call(cls, dim, what=f"{cls.__name__}({dim})")
     for p in ("log_scale", "shift"):
@@ -224,8 +251,10 @@ class _Mix(nn.Module):
         return torch.linalg.solve(self.weight, y.T).T, (-torch.linalg.slogdet(self.weight).logabsdet).expand(y.shape[0])
 
 
+@_quiet
 def check_compose(cls: type, *, dim: int = 2, batch: int = 4, seed: int = 0, dtype: torch.dtype = torch.float64) -> None:
     """``Compose(layers)``: apply in order, log-dets add; inverse in reverse order."""
+    __tracebackhide__ = True
     torch.manual_seed(seed)
     layers = [_Affine(dim, dtype), _Mix(dim, dtype), _Affine(dim, dtype)]
     flow = _call(cls, layers, what=f"{cls.__name__}(layers)")
@@ -256,8 +285,10 @@ def check_compose(cls: type, *, dim: int = 2, batch: int = 4, seed: int = 0, dty
     _ok(f"{cls.__name__} of {len(layers)} layers (dim={dim}, batch={batch})")
 
 
+@_quiet
 def check_brute_force_logdet(fn: Callable, *, batch: int = 3, seed: int = 0) -> None:
     """``brute_force_logdet(f, x)``: per-sample log|det df/dx| from autograd and slogdet."""
+    __tracebackhide__ = True
     torch.manual_seed(seed)
     what = "brute_force_logdet"
     d = 4
@@ -290,8 +321,10 @@ def check_brute_force_logdet(fn: Callable, *, batch: int = 3, seed: int = 0) -> 
     _ok(f"{what} ({len(cases)} maps, batch={batch})")
 
 
+@_quiet
 def check_flow_log_prob(fn: Callable, *, dim: int = 3, batch: int = 6, seed: int = 0) -> None:
     """``flow_log_prob(flow, x) = log N(f(x); 0, I) + log|det df/dx|`` per sample."""
+    __tracebackhide__ = True
     torch.manual_seed(seed)
     what = "flow_log_prob"
     # The flow z = (x - mu) / sigma turns N(mu, sigma^2) into N(0, I): the answer is known in closed form.
@@ -319,8 +352,10 @@ def check_flow_log_prob(fn: Callable, *, dim: int = 3, batch: int = 6, seed: int
     _ok(f"{what} (dim={dim}, batch={batch})")
 
 
+@_quiet
 def check_dequantize(fn: Callable, *, n_bins: int = 17, shape: tuple = (500, 1, 2, 2), dtype: torch.dtype = torch.int64, seed: int = 0) -> None:
     """``dequantize(x, n_bins)``: ``(x + u) / n_bins``, ``u ~ U[0, 1)``, so each level fills its bin."""
+    __tracebackhide__ = True
     torch.manual_seed(seed)
     what = "dequantize"
     x = torch.randint(0, n_bins, shape).to(dtype)
@@ -334,6 +369,7 @@ def check_dequantize(fn: Callable, *, n_bins: int = 17, shape: tuple = (500, 1, 
         _fail(what, f"must return a floating-point tensor, got {getattr(y, 'dtype', type(y).__name__)}", "convert x to float before adding noise.")
     if y.shape != x.shape:
         _fail(what, f"output shape {tuple(y.shape)}, input {tuple(x.shape)}")
+    y = y.detach()
     frac = (y.double() * n_bins - x.double())  # where in its bin each value landed: must be U[0, 1)
     if frac.min() < -1e-5 or frac.max() >= 1 + 1e-5:
         lo, hi = float(frac.min()), float(frac.max())
@@ -358,8 +394,10 @@ def check_dequantize(fn: Callable, *, n_bins: int = 17, shape: tuple = (500, 1, 
     _ok(f"{what} (n_bins={n_bins}, {str(dtype).replace('torch.', '')} input of shape {tuple(shape)})")
 
 
+@_quiet
 def check_bits_per_dim(fn: Callable, *, n_dims: int = 64, n_bins: int = 17, batch: int = 5, seed: int = 0) -> None:
     """``bits_per_dim(log_prob, n_dims, n_bins) = (-log_prob + D log n_bins) / (D ln 2)``, per sample."""
+    __tracebackhide__ = True
     torch.manual_seed(seed)
     what = "bits_per_dim"
     uniform = _call(fn, torch.zeros(batch, dtype=torch.float64), n_dims, n_bins, what=what)

@@ -1,0 +1,75 @@
+"""Run a notebook's exercises and checks in-process, without Jupyter or nbgrader.
+
+A fast way to ask "which checks does this answer pass?": the first code cell (the imports,
+by the course's convention), then every solution cell and every test cell in order, the
+test cells split into their visible part and their hidden part. Cells without nbgrader
+metadata (demonstrations, training, plots) are skipped. Used by the tests to prove that each
+catalogued mistake fails its checks and every correct answer passes them; ``selfcheck`` and
+``grade`` remain the real thing.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+
+import nbformat
+
+from . import course
+from .samples import strip_markers
+
+HIDDEN = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+
+
+def split_test(source: str) -> tuple[str, str]:
+    """(visible, hidden) code of a test cell."""
+    visible, hidden, inside = [], [], False
+    for line in source.splitlines():
+        if line.strip() == HIDDEN[0]:
+            inside = True
+        elif line.strip() == HIDDEN[1]:
+            inside = False
+        else:
+            (hidden if inside else visible).append(line)
+    return "\n".join(visible), "\n".join(hidden)
+
+
+@dataclass
+class Outcome:
+    visible: str | None  # None: passed; else the error message
+    hidden: str | None
+    output: str
+
+
+def _run(code: str, ns: dict) -> tuple[str | None, str]:
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            exec(compile(code, "<cell>", "exec"), ns)
+    except BaseException as err:  # noqa: BLE001 (a student's SystemExit is a failure too)
+        return f"{type(err).__name__}: {err}", buf.getvalue()
+    return None, buf.getvalue()
+
+
+def run(nb: course.Notebook, answers: dict[str, str] | None = None) -> dict[str, Outcome]:
+    """Outcome of every test cell (by grade_id) with ``answers`` (grade_id -> code) in place of
+    the solutions; solution cells not in ``answers`` get the reference solution."""
+    cells = nbformat.read(nb.source, 4).cells
+    ns: dict = {"__name__": "__main__"}
+    first = next(c for c in cells if c.cell_type == "code")
+    err, _ = _run(first.source, ns)
+    if err:
+        raise RuntimeError(f"imports cell of {nb.source} failed: {err}")
+    results = {}
+    for cell in cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or not meta:
+            continue
+        if meta.get("solution"):
+            _run((answers or {}).get(meta["grade_id"], strip_markers(cell.source)), ns)
+        elif meta.get("grade"):
+            visible, hidden = split_test(cell.source)
+            v, out_v = _run(visible, ns)
+            h, out_h = _run(hidden, ns) if hidden.strip() else (None, "")
+            results[meta["grade_id"]] = Outcome(v, h, out_v + out_h)
+    return results

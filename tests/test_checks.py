@@ -1,0 +1,96 @@
+"""The checks: every correct answer passes, every catalogued mistake fails, with a reason.
+
+Runs each notebook's exercises and checks in-process (autograder.harness): seconds, not a
+kernel per case. tests/test_grading.py repeats a sample of this through real nbgrader.
+"""
+import pytest
+import torch
+from torch import nn
+
+from autograder import course, harness, samples
+from glowcourse import checks
+
+NOTEBOOKS = course.notebooks()
+MISTAKES = [(nb, m) for nb in NOTEBOOKS for m in samples.mistakes(nb.assignment)]
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.name)
+def test_solutions_pass_every_visible_and_hidden_check(nb):
+    results = harness.run(nb)
+    assert results, "no test cells found"
+    for gid, outcome in results.items():
+        assert outcome.visible is None and outcome.hidden is None, (gid, outcome)
+        assert "\u2714" in outcome.output  # each check says it passed
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.name)
+def test_blank_exercises_fail_every_check_saying_not_implemented(nb):
+    results = harness.run(nb, samples.answers(samples.blank(nb)))
+    for gid, outcome in results.items():
+        assert outcome.visible and "not implemented" in outcome.visible, (gid, outcome.visible)
+
+
+@pytest.mark.parametrize("nb, mistake", MISTAKES, ids=[m["name"] for _, m in MISTAKES])
+def test_each_catalogued_mistake_fails_its_hidden_and_visible_checks_with_a_cause(nb, mistake):
+    results = harness.run(nb, samples.answers(samples.with_mistake(samples.filled(nb), mistake)))
+    target = f"{mistake['cell']}_check"
+    assert results[target].hidden is not None, f"hidden checks accept the mistake {mistake['name']}"
+    assert results[target].visible is not None, f"visible check accepts the mistake {mistake['name']}"
+    assert "Likely cause" in results[target].visible, results[target].visible
+    others = {gid: o for gid, o in results.items() if gid != target and (o.visible or o.hidden)}
+    assert not others, f"a mistake in {mistake['cell']} also failed {sorted(others)}"
+
+
+# Correct answers that differ from the solutions must pass too.
+
+
+class AffineViaDivision(nn.Module):
+    """Same map written with division and torch.exp, log-det summed with a keepdim trick."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(dim))
+        self.shift = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x):
+        y = x / torch.exp(-self.log_scale) + self.shift
+        return y, torch.ones_like(x).mul(self.log_scale).sum(dim=1)
+
+    def inverse(self, y):
+        return (y - self.shift) / torch.exp(self.log_scale), -(torch.ones_like(y) * self.log_scale).sum(-1)
+
+
+def brute_force_with_jacrev(f, x):
+    jac = torch.vmap(torch.func.jacrev(lambda v: f(v[None])[0]))(x)  # (B, *shape, *shape)
+    d = x[0].numel()
+    return torch.linalg.slogdet(jac.reshape(x.shape[0], d, d))[1]
+
+
+def test_correct_variants_pass():
+    checks.check_affine_flow(AffineViaDivision)
+    checks.check_affine_flow(AffineViaDivision, dim=6, batch=9, seed=11, dtype=torch.float32)
+    checks.check_brute_force_logdet(brute_force_with_jacrev)
+    checks.check_brute_force_logdet(brute_force_with_jacrev, batch=5, seed=7)
+    checks.check_dequantize(lambda x, n: (x.double() + torch.rand(x.shape, dtype=torch.float64)) / n)
+    checks.check_bits_per_dim(lambda lp, d, n: -(lp / d - torch.log(torch.tensor(float(n), dtype=lp.dtype))) / torch.log(torch.tensor(2.0, dtype=lp.dtype)))
+
+
+def test_check_messages_name_the_cause():
+    with pytest.raises(checks.CheckFailed, match="(?s)dequantize.*n_bins - 1"):
+        checks.check_dequantize(lambda x, n: (x.float() + torch.rand(x.shape)) / (n - 1))
+    with pytest.raises(checks.CheckFailed, match="no noise"):
+        checks.check_dequantize(lambda x, n: (x.float() + 0.5) / n)
+    with pytest.raises(checks.CheckFailed, match="uniform"):
+        checks.check_dequantize(lambda x, n: ((x.float() + 0.5 + 0.05 * torch.randn(x.shape)) / n))
+    with pytest.raises(checks.CheckFailed, match="nats"):
+        checks.check_bits_per_dim(lambda lp, d, n: (-lp + d * torch.log(torch.tensor(float(n)))) / d)
+    with pytest.raises(checks.CheckFailed, match=r"shape \(\), expected \(3,\)|single number"):
+        checks.check_brute_force_logdet(lambda f, x: torch.tensor(0.0))
+    with pytest.raises(checks.CheckFailed, match="normalising constant"):
+        checks.check_flow_log_prob(lambda flow, x: (lambda z, ld: (-0.5 * z**2).sum(1) + ld)(*flow(x)))
+
+
+def test_checks_return_none_so_nbgrader_gives_full_points(capsys):
+    # nbgrader reads a number returned by the last line of a test cell as partial credit.
+    assert checks.check_bits_per_dim(lambda lp, d, n: (-lp + d * torch.log(torch.tensor(float(n), dtype=lp.dtype))) / (d * torch.log(torch.tensor(2.0, dtype=lp.dtype)))) is None
+    assert "bits_per_dim" in capsys.readouterr().out
