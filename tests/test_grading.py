@@ -1,0 +1,126 @@
+"""Grading through real nbgrader: selfcheck, a small class, an LMS zip, the CLI and the demo."""
+import csv
+import subprocess
+import sys
+import zipfile
+
+import nbformat
+import pytest
+
+from autograder import course, samples
+from autograder.grade import FIELDS, grade
+
+pytestmark = pytest.mark.slow
+
+NB = course.notebooks("01_change_of_variables")[0]
+A = NB.assignment
+FULL = 12.0
+REQUIRED_MISTAKES = ["affine-logdet-sign", "compose-missing-logdet", "bpd-no-log-nbins"]
+
+
+def put(notebook, root, student, name=None):
+    return samples.write(notebook, root / student / A / f"{name or NB.name}.ipynb")
+
+
+def patched(cell_id, code):
+    notebook = samples.filled(NB)
+    for cell in notebook.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == cell_id:
+            cell.source = code
+    return notebook
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("class")
+    subs = root / "submissions"
+    put(samples.filled(NB), subs, "full")
+    put(samples.blank(NB), subs, "blank")
+    by_name = {m["name"]: m for m in samples.mistakes(A)}
+    for name in REQUIRED_MISTAKES:
+        put(samples.with_mistake(samples.filled(NB), by_name[name]), subs, f"mistake-{name}")
+    broken = subs / "unreadable" / A / f"{NB.name}.ipynb"
+    broken.parent.mkdir(parents=True)
+    broken.write_text(nbformat.writes(samples.filled(NB))[:3000])
+    put(patched("dequantize", "def dequantize(x, n_bins):\n    while True:\n        pass"), subs, "looper")
+    put(patched("affine_flow", "import os\nos._exit(1)"), subs, "crasher")
+    put(samples.filled(NB), subs, "wrongname", name="Untitled")
+    roster = root / "roster.txt"
+    roster.write_text("absent\nfull\n")
+    out = root / "out"
+    rows = grade(subs, out, timeout=5, roster=roster)
+    return {r.student: r for r in rows}, out, subs
+
+
+def test_every_student_gets_a_row_with_a_score_or_a_reason(graded):
+    rows, out, _ = graded
+    assert (rows["full"].score, rows["full"].max_score, rows["full"].status) == (FULL, FULL, "ok")
+    assert (rows["blank"].score, rows["blank"].status) == (0, "ok")
+    assert rows["absent"].status == "missing" and rows["absent"].score == 0 and rows["absent"].max_score == FULL
+    assert rows["unreadable"].status.startswith("unreadable: invalid JSON")
+    assert rows["wrongname"].status == "wrong file name: Untitled.ipynb"
+    assert rows["looper"].status == "timeout" and 0 < rows["looper"].score < FULL
+    assert rows["crasher"].status == "kernel died" and rows["crasher"].score == 0
+    with open(out / "grades.csv") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == FIELDS
+        csv_rows = list(reader)
+    assert len(csv_rows) == len(rows) and {r["student"] for r in csv_rows} == set(rows)
+
+
+@pytest.mark.parametrize("mistake", REQUIRED_MISTAKES)
+def test_typical_mistakes_lose_exactly_their_exercise(graded, mistake):
+    rows, _, _ = graded
+    row = rows[f"mistake-{mistake}"]
+    assert row.status == "ok" and row.score == FULL - 2
+
+
+def test_feedback_for_each_graded_submission_without_hidden_test_code(graded):
+    rows, out, _ = graded
+    for student in ("full", "blank", "looper", *[f"mistake-{m}" for m in REQUIRED_MISTAKES]):
+        assert (out / "feedback" / student / A / f"{NB.name}.html").exists(), student
+    html = (out / "feedback" / "full" / A / f"{NB.name}.html").read_text()
+    assert "BEGIN HIDDEN TESTS" not in html and "seed=11" not in html
+    assert not (out / "feedback" / "unreadable").exists()
+
+
+def test_regrading_is_idempotent_and_leaves_no_stale_rows(graded, tmp_path):
+    _, out, subs = graded
+    only = tmp_path / "only"
+    put(samples.filled(NB), only, "full")
+    rows = grade(only, out, timeout=5)
+    assert [(r.student, r.score, r.status) for r in rows] == [("full", FULL, "ok")]
+    assert sorted(p.name for p in (out / "feedback").iterdir()) == ["full"]
+    with open(out / "grades.csv") as fh:
+        assert [r["student"] for r in csv.DictReader(fh)] == ["full"]
+
+
+def test_cli_grades_an_lms_zip(tmp_path):
+    archive = tmp_path / "canvas.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr(f"smithj_123_456_{NB.name}.ipynb", nbformat.writes(samples.filled(NB)))
+        z.writestr(f"doej_LATE_123_457_{NB.name} (1).ipynb", nbformat.writes(samples.blank(NB)))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "autograder", "grade", str(archive), "--out", str(out)],
+                          cwd=course.ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out / "grades.csv") as fh:
+        got = {r["student"]: (r["score"], r["max_score"], r["status"]) for r in csv.DictReader(fh)}
+    assert got == {"smithj": ("12", "12", "ok"), "doej": ("0", "12", "ok")}
+
+
+def test_selfcheck_passes():
+    proc = subprocess.run([sys.executable, "-m", "autograder", "selfcheck"], cwd=course.ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "selfcheck: passed" in proc.stdout
+
+
+def test_demo_prints_the_table_full_marks_and_zero(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "autograder", "demo", "--out", str(tmp_path / "demo")],
+                          cwd=course.ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.startswith(("full-marks", "blank", "missing", "unreadable"))}
+    assert lines["full-marks"][2:5] == ["12", "12", "ok"]
+    assert lines["blank"][2:5] == ["0", "12", "ok"]
+    assert lines["missing"][4] == "missing" and lines["unreadable"][4] == "unreadable:"
