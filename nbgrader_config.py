@@ -43,3 +43,7 @@ c.Execute.timeout = 60
 # The "Open in Colab" badge and the setup cell read the repository from pyproject.toml
 # ([project.urls] Repository): the one place a fork changes it.
 
+
+# Quiet kernels: ipykernel logs a warning about TCP transport for every notebook it runs,
+# which buries the grading progress. (The history file in memory is nbgrader's default.)
+c.Execute.extra_arguments = ["--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=ERROR"]

@@ -30,6 +30,7 @@ def execute(path: Path, *, timeout: int = 600, env: dict | None = None):
     os.environ.update(env or {})
     try:
         NotebookClient(notebook, kernel_name="python3", timeout=timeout,
+                       extra_arguments=["--IPKernelApp.log_level=ERROR"],
                        resources={"metadata": {"path": str(Path(path).parent)}}).execute()
     finally:
         for k, v in old.items():

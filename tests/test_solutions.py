@@ -1,0 +1,37 @@
+"""The solution notebooks: committed with outputs from a clean run, and they still run."""
+import shutil
+
+import nbformat
+import pytest
+
+from autograder import course
+from autograder.notebooks import execute
+
+NOTEBOOKS = course.notebooks()
+MAX_BYTES = 400_000  # figures at 72 dpi; a solution notebook stays reviewable on GitHub
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.name)
+def test_committed_outputs_come_from_one_clean_in_order_run(nb):
+    notebook = nbformat.read(nb.source, 4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "run `python -m autograder execute`"
+    for cell in code:
+        for out in cell.outputs:
+            assert out.output_type != "error", cell.source[:80]
+            assert not (out.output_type == "stream" and out.name == "stderr"), out.text[:200]
+    assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs), "at least one picture"
+    assert nb.source.stat().st_size < MAX_BYTES
+    assert set(notebook.metadata) <= {"kernelspec", "language_info"}
+    assert all("execution" not in c.metadata for c in notebook.cells)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.name)
+def test_solutions_execute_without_error(nb, tmp_path, monkeypatch):
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    copy = tmp_path / nb.source.name
+    shutil.copyfile(nb.source, copy)
+    executed = execute(copy, timeout=600)  # raises CellExecutionError on any error
+    fresh = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream"]
+    assert fresh, "the notebook printed nothing"
