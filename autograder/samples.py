@@ -84,27 +84,35 @@ def write(notebook, dest: Path) -> Path:
 
 
 def demo_submissions(dest: Path) -> tuple[Path, dict[tuple[str, str], str]]:
-    """Write the demo class into ``dest/submissions``; return the roster file and the
-    expected outcome of each (student, assignment): ``full``, ``zero``, ``partial`` or a status."""
+    """Write a demo class into ``dest/submissions``: every student hands in every notebook,
+    except as their name says. Returns the roster file and the expected outcome of each
+    (student, assignment): ``full``, ``zero``, ``partial`` or a status."""
     subs = dest / "submissions"
+    nbs = course.notebooks()
     expected: dict[tuple[str, str], str] = {}
-    students = ["full-marks", "blank", "unreadable", "missing"]
-    for nb in course.notebooks():
-        a = nb.assignment
-        write(filled(nb), subs / "full-marks" / a / f"{nb.name}.ipynb")
-        write(blank(nb), subs / "blank" / a / f"{nb.name}.ipynb")
-        broken = subs / "unreadable" / a / f"{nb.name}.ipynb"
-        broken.parent.mkdir(parents=True, exist_ok=True)
-        broken.write_text(nbformat.writes(filled(nb))[:5000])  # a download cut short
-        expected.update({("full-marks", a): "full", ("blank", a): "zero", ("unreadable", a): "unreadable",
-                         ("missing", a): "missing"})
-        for m in mistakes(a):
-            if m.get("demo"):
-                who = f"mistake-{m['name']}"
-                write(with_mistake(filled(nb), m), subs / who / a / f"{nb.name}.ipynb")
+    chosen = [(nb, m) for nb in nbs for m in mistakes(nb.assignment) if m.get("demo")]
+    students = ["full-marks", "blank", "unreadable", "missing"] + [f"mistake-{m['name']}" for _, m in chosen]
+    for i, nb in enumerate(nbs):
+        a, name = nb.assignment, f"{nb.name}.ipynb"
+        write(filled(nb), subs / "full-marks" / a / name)
+        write(blank(nb), subs / "blank" / a / name)
+        expected.update({("full-marks", a): "full", ("blank", a): "zero", ("missing", a): "missing"})
+        if i == 0:  # a download cut short
+            broken = subs / "unreadable" / a / name
+            broken.parent.mkdir(parents=True, exist_ok=True)
+            broken.write_text(nbformat.writes(filled(nb))[:5000])
+            expected[("unreadable", a)] = "unreadable"
+        else:
+            write(filled(nb), subs / "unreadable" / a / name)
+            expected[("unreadable", a)] = "full"
+        for other, m in chosen:
+            who = f"mistake-{m['name']}"
+            if other == nb:
+                write(with_mistake(filled(nb), m), subs / who / a / name)
                 expected[(who, a)] = "partial"
-                if who not in students:
-                    students.append(who)
+            else:
+                write(filled(nb), subs / who / a / name)
+                expected[(who, a)] = "full"
     roster = dest / "roster.txt"
     roster.write_text("\n".join(sorted(students)) + "\n")
     return roster, expected

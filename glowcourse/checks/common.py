@@ -155,6 +155,14 @@ def check_flow_layer(
               inverse_cause or "inverse must undo forward's operations, in the reverse order.")
     _check_logdet_shape(logdet_inv, batch, f"{name}.inverse")
 
+    # Samples are independent: one sample alone gives the same as within the batch.
+    alone, alone_ld = _as_pair(_call(layer, x[:1].detach(), what=f"{name}.forward"), f"{name}.forward")
+    tol_y = 1e-4 if x.dtype == torch.float32 else 1e-7
+    if not (torch.allclose(alone, y[:1], atol=tol_y, rtol=tol_y) and torch.allclose(alone_ld, logdet[:1], atol=tol_y, rtol=tol_y)):
+        _fail(f"{name}.forward", "a sample alone gives a different output or log-det than within its batch",
+              "a flow treats each sample on its own; statistics of the batch (a re-initialisation on every call, "
+              "batch-norm style) make log p(x) depend on the other samples.")
+
     want = jacobian_logdet(layer, x.detach()).to(logdet.dtype)
     tol = dict(rtol=1e-4, atol=1e-4) if x.dtype == torch.float32 else dict(rtol=1e-6, atol=1e-7)
     if not torch.allclose(logdet, want, **tol):

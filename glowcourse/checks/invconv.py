@@ -146,7 +146,14 @@ def check_invconv_lu(cls: type, *, channels: int = 4, batch: int = 2, hw: tuple 
     x = torch.randn(batch, channels, *hw, dtype=dtype)
 
     def known(want):
-        return _known_hw(*hw)(want) + [(torch.full_like(want, float("nan")), "NaN: the log of a negative s; the log-det is H*W*sum(log|s|).")]
+        npix = hw[0] * hw[1]
+        out = _known_hw(*hw)(want)
+        vectors = [p.detach() for p in layer.parameters() if p.dim() == 1 and p.numel() == channels]
+        signs = [b.detach() for b in layer.buffers() if b.dim() == 1 and b.numel() == channels] + [torch.ones(channels, dtype=dtype)]
+        for v in vectors:  # if v holds log|s|: the mistakes that use s itself
+            for sign in signs:
+                out.append((npix * (sign * v.exp()).sum(), "the log-det sums s itself; it is H*W*sum(log|s|), the log of the absolute value."))
+        return out
 
     check_flow_layer(layer, x, name=name, known_mistakes=known,
                      inverse_cause="the inverse convolves with the inverse of calc_weight().")
@@ -163,16 +170,14 @@ def check_invconv_lu_training(cls: type, *, channels: int = 5, steps: int = 5, h
     torch.manual_seed(seed)
     layer = _call(cls, channels, what=f"{name}({channels})").to(dtype)
     buffers_before = {k: b.clone() for k, b in layer.named_buffers()}
-    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.05)
     x = torch.randn(3, channels, *hw, dtype=dtype)
     for _ in range(steps):
         y, logdet = _as_pair(_call(layer, x, what=f"{name}.forward"), f"{name}.forward")
         opt.zero_grad()
-        (y * torch.randn_like(y)).sum().backward()
-        for p in layer.parameters():  # random gradients everywhere, masked entries included
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            p.grad.add_(torch.randn_like(p))
+        (y.square().mean() - logdet.mean()).backward()  # the graph must support backward
+        for p in layer.parameters():  # then random gradients on every entry, masked ones included
+            p.grad = torch.randn_like(p)
         opt.step()
     for k, b in buffers_before.items():
         if not torch.equal(b, dict(layer.named_buffers())[k]):
