@@ -4,11 +4,14 @@
   download it, and dequantization;
 - ``glowcourse.density``: the standard normal, bits/dim, and the brute-force log|det J| that
   every check uses as ground truth;
+- ``glowcourse.flows``: reference implementations of Glow's layers (ActNorm, 1x1 conv dense
+  and LU), which later notebooks build on;
 - ``glowcourse.checks``: the check functions the notebooks' test cells call;
 - ``glowcourse.plotting``: density and image-grid plots;
 - ``glowcourse.runtime``: seeds, and whether nbgrader is grading.
 """
 from .data import ImageData, dequantize, load_digits, load_mnist, load_mnist_subset
+from .flows import ActNorm, InvConv2d, InvConv2dLU, random_rotation
 from .density import bits_per_dim, jacobian_logdet, standard_normal_log_prob
 from .plotting import density_grid, plot_density_2d, show_images
 from .runtime import is_grading, seed_everything
@@ -24,6 +27,10 @@ __all__ = [
     "standard_normal_log_prob",
     "jacobian_logdet",
     "bits_per_dim",
+    "ActNorm",
+    "InvConv2d",
+    "InvConv2dLU",
+    "random_rotation",
     "density_grid",
     "plot_density_2d",
     "show_images",

@@ -95,3 +95,94 @@ def test_checks_return_none_so_nbgrader_gives_full_points(capsys):
     # nbgrader reads a number returned by the last line of a test cell as partial credit.
     assert checks.check_bits_per_dim(lambda lp, d, n: (-lp + d * torch.log(torch.tensor(float(n), dtype=lp.dtype))) / (d * torch.log(torch.tensor(2.0, dtype=lp.dtype)))) is None
     assert "bits_per_dim" in capsys.readouterr().out
+
+
+# Notebooks 2 and 3: the package's reference layers and other correct formulations pass.
+
+from glowcourse import flows  # noqa: E402
+
+
+class ActNormLogScale(nn.Module):
+    """(x - b) * exp(-log_s): a log-scale parametrisation, biased std, a uint8 flag."""
+
+    def __init__(self, num_channels):
+        super().__init__()
+        self.b = nn.Parameter(torch.zeros(1, num_channels, 1, 1))
+        self.log_s = nn.Parameter(torch.zeros(1, num_channels, 1, 1))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.uint8))
+
+    def forward(self, x):
+        if self.initialized.item() == 0:
+            with torch.no_grad():
+                self.b.copy_(x.mean(dim=(0, 2, 3), keepdim=True))
+                self.log_s.copy_(torch.log(x.std(dim=(0, 2, 3), keepdim=True, unbiased=False) + 1e-6))
+                self.initialized.fill_(1)
+        hw = x.shape[2] * x.shape[3]
+        return (x - self.b) * torch.exp(-self.log_s), (-hw * self.log_s.sum()).repeat(x.shape[0])
+
+    def inverse(self, y):
+        hw = y.shape[2] * y.shape[3]
+        return y * torch.exp(self.log_s) + self.b, (hw * self.log_s.sum()).repeat(y.shape[0])
+
+
+class InvConvLUScipy(nn.Module):
+    """LU from scipy.linalg.lu, inverse by triangular solves instead of inv()."""
+
+    def __init__(self, num_channels, weight=None):
+        super().__init__()
+        import scipy.linalg
+
+        w = flows.random_rotation(num_channels) if weight is None else weight.clone()
+        p, lower, upper = (torch.from_numpy(a).to(w.dtype) for a in scipy.linalg.lu(w.double().numpy()))
+        self.register_buffer("perm", p)
+        self.register_buffer("signs", torch.sign(torch.diagonal(upper)))
+        self.register_buffer("lower_mask", torch.tril(torch.ones_like(w), -1))
+        self.lower = nn.Parameter(lower)
+        self.upper = nn.Parameter(upper)
+        self.logabs = nn.Parameter(torch.diagonal(upper).abs().log())
+
+    def factors(self):
+        eye = torch.eye(self.perm.shape[0], dtype=self.lower.dtype)
+        lower = self.lower * self.lower_mask + eye
+        upper = self.upper * self.lower_mask.T + torch.diag(self.signs * self.logabs.exp())
+        return lower, upper
+
+    def calc_weight(self):
+        lower, upper = self.factors()
+        return self.perm @ lower @ upper
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        y = torch.einsum("oc,bchw->bohw", self.calc_weight(), x)
+        return y, (h * w * self.logabs.sum()).expand(b)
+
+    def inverse(self, y):
+        b, c, h, w = y.shape
+        lower, upper = self.factors()
+        cols = (self.perm.T @ y.permute(1, 0, 2, 3).reshape(c, -1))
+        cols = torch.linalg.solve_triangular(lower, cols, upper=False, unitriangular=True)
+        cols = torch.linalg.solve_triangular(upper, cols, upper=True)
+        return cols.reshape(c, b, h, w).permute(1, 0, 2, 3), (-h * w * self.logabs.sum()).expand(b)
+
+
+@pytest.mark.parametrize("cls", [flows.ActNorm, ActNormLogScale])
+def test_actnorm_variants_pass(cls):
+    for dtype in (torch.float64, torch.float32):
+        checks.check_actnorm_init(cls, dtype=dtype)
+        checks.check_actnorm_init(cls, channels=5, batch=2, hw=(3, 5), seed=3, dtype=dtype)
+        checks.check_actnorm_flow(cls, dtype=dtype)
+        checks.check_actnorm_state(cls, dtype=dtype)
+
+
+@pytest.mark.parametrize("cls", [flows.InvConv2dLU, InvConvLUScipy])
+def test_lu_variants_pass(cls):
+    checks.check_invconv_lu(cls)
+    checks.check_invconv_lu(cls, channels=6, batch=3, hw=(3, 2), seed=7)
+    checks.check_invconv_lu(cls, channels=3, seed=8, dtype=torch.float32)
+    checks.check_invconv_lu_training(cls, channels=8, steps=10, seed=9)
+
+
+def test_dense_reference_passes():
+    checks.check_random_rotation(flows.random_rotation, sizes=(2, 7, 64), seed=3)
+    checks.check_invconv_dense(flows.InvConv2d)
+    checks.check_invconv_dense(flows.InvConv2d, channels=2, batch=1, hw=(2, 2), seed=5, dtype=torch.float32)
