@@ -1,9 +1,9 @@
 """Run a notebook's exercises and checks in-process, without Jupyter or nbgrader.
 
 A fast way to ask "which checks does this answer pass?": the first code cell (the imports,
-by the course's convention), then every solution cell and every test cell in order, the
-test cells split into their visible part and their hidden part. Cells without nbgrader
-metadata (demonstrations, training, plots) are skipped. Used by the tests to prove that each
+by the course's convention), then every solution cell, every locked "given" cell and every
+test cell in order, the test cells split into their visible part and their hidden part.
+Cells without nbgrader metadata (demonstrations, training, plots) are skipped. Used by the tests to prove that each
 catalogued mistake fails its checks and every correct answer passes them; ``selfcheck`` and
 ``grade`` remain the real thing.
 """
@@ -72,4 +72,8 @@ def run(nb: course.Notebook, answers: dict[str, str] | None = None) -> dict[str,
             v, out_v = _run(visible, ns)
             h, out_h = _run(hidden, ns) if hidden.strip() else (None, "")
             results[meta["grade_id"]] = Outcome(v, h, out_v + out_h)
+        else:  # a locked, given cell (helpers the exercises use)
+            err, _ = _run(cell.source, ns)
+            if err:
+                raise RuntimeError(f"given cell {meta.get('grade_id')} of {nb.source} failed: {err}")
     return results

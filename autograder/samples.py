@@ -74,6 +74,10 @@ def with_mistake(notebook, mistake: dict):
         if cell.source.count(old) != 1:
             raise ValueError(f"mistake {mistake['name']}: {old!r} occurs {cell.source.count(old)} times in cell {mistake['cell']}, expected once")
         cell.source = cell.source.replace(old, new)
+    for old, new in mistake.get("replace_all", []):  # the same slip everywhere it can happen
+        if old not in cell.source:
+            raise ValueError(f"mistake {mistake['name']}: {old!r} does not occur in cell {mistake['cell']}")
+        cell.source = cell.source.replace(old, new)
     return notebook
 
 

@@ -9,11 +9,17 @@ Where the code departs from the paper it says so.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ActNorm", "random_rotation", "InvConv2d", "InvConv2dLU"]
+__all__ = [
+    "ActNorm", "random_rotation", "InvConv2d", "InvConv2dLU", "ZeroConv2d", "coupling_net",
+    "AdditiveCoupling", "AffineCoupling", "squeeze", "unsqueeze", "gaussian_log_prob", "Split",
+    "FlowStep", "Glow",
+]
 
 
 class ActNorm(nn.Module):
@@ -119,3 +125,222 @@ class InvConv2dLU(nn.Module):
         _, _, h, w = y.shape
         logdet = -h * w * self.log_s.sum()
         return F.conv2d(y, torch.linalg.inv(self.calc_weight())[:, :, None, None]), logdet.expand(y.shape[0])
+
+
+class ZeroConv2d(nn.Module):
+    """A 3x3 convolution that starts at exactly zero, with a learned per-channel output scale.
+
+    Glow's ``Conv2dZeros``: weights and bias are zero-initialised so a coupling network (or a
+    split prior) starts by outputting 0, and the output is multiplied by ``exp(3 * scale)``
+    (``scale`` also starting at 0) so the network can grow its output quickly once training
+    starts. *Departure*: zero padding; Glow and rosinality pad with ones.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        self.scale = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
+
+    def forward(self, x):
+        return self.conv(x) * torch.exp(3 * self.scale)
+
+
+def coupling_net(in_channels: int, hidden: int, out_channels: int) -> nn.Sequential:
+    """The coupling network NN(): conv 3x3, ReLU, conv 1x1, ReLU, zero-initialised conv 3x3.
+
+    As in rosinality's glow-pytorch the first two convolutions start from N(0, 0.05^2) weights
+    (Glow puts an ActNorm after each instead). The last is a :class:`ZeroConv2d`.
+    """
+    first = nn.Conv2d(in_channels, hidden, 3, padding=1)
+    middle = nn.Conv2d(hidden, hidden, 1)
+    for conv in (first, middle):
+        nn.init.normal_(conv.weight, 0.0, 0.05)
+        nn.init.zeros_(conv.bias)
+    return nn.Sequential(first, nn.ReLU(), middle, nn.ReLU(), ZeroConv2d(hidden, out_channels))
+
+
+SIGMOID_2 = 1 / (1 + math.exp(-2))  # sigmoid(2)
+
+
+class AdditiveCoupling(nn.Module):
+    """``y_a = x_a``, ``y_b = x_b + NN(x_a)`` (NICE; Glow's "additive" ablation). log-det 0."""
+
+    def __init__(self, in_channels: int, hidden: int = 512):
+        super().__init__()
+        self.net = coupling_net(in_channels // 2, hidden, in_channels - in_channels // 2)
+
+    def forward(self, x):
+        x_a, x_b = x.chunk(2, 1)
+        return torch.cat([x_a, x_b + self.net(x_a)], 1), x.new_zeros(x.shape[0])
+
+    def inverse(self, y):
+        y_a, y_b = y.chunk(2, 1)
+        return torch.cat([y_a, y_b - self.net(y_a)], 1), y.new_zeros(y.shape[0])
+
+
+class AffineCoupling(nn.Module):
+    """``y_a = x_a``, ``y_b = (x_b + t) * s`` with ``(h, t) = NN(x_a)`` (Glow, 3.3).
+
+    The scale: the paper writes ``s = exp(h)``; Glow's code and rosinality's use
+    ``s = sigmoid(h + 2)``, bounded in (0, 1), which keeps deep stacks from blowing up. Here
+    ``s = sigmoid(h + 2) / sigmoid(2)``: the same bounded, smooth scale, divided by a
+    constant so that the zero-initialised last layer (h = t = 0) gives exactly the identity,
+    as the paper's text says it should (with plain ``sigmoid(h + 2)`` a fresh coupling would
+    scale ``x_b`` by 0.88). log-det ``sum(log s)`` over the transformed half; the shift adds nothing.
+    """
+
+    def __init__(self, in_channels: int, hidden: int = 512):
+        super().__init__()
+        self.net = coupling_net(in_channels // 2, hidden, 2 * (in_channels - in_channels // 2))
+
+    def _scale_shift(self, x_a):
+        h, t = self.net(x_a).chunk(2, 1)
+        return torch.sigmoid(h + 2) / SIGMOID_2, t
+
+    def forward(self, x):
+        x_a, x_b = x.chunk(2, 1)
+        s, t = self._scale_shift(x_a)
+        return torch.cat([x_a, (x_b + t) * s], 1), torch.log(s).flatten(1).sum(1)
+
+    def inverse(self, y):
+        y_a, y_b = y.chunk(2, 1)
+        s, t = self._scale_shift(y_a)
+        return torch.cat([y_a, y_b / s - t], 1), -torch.log(s).flatten(1).sum(1)
+
+
+def squeeze(x: torch.Tensor) -> torch.Tensor:
+    """Space to depth, factor 2: ``(B, C, H, W) -> (B, 4C, H/2, W/2)``; each 2x2 block becomes
+    4 channels of one pixel (channel ``4c + 2di + dj`` holds ``x[c, 2i + di, 2j + dj]``)."""
+    b, c, h, w = x.shape
+    x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+    return x.reshape(b, 4 * c, h // 2, w // 2)
+
+
+def unsqueeze(x: torch.Tensor) -> torch.Tensor:
+    """Depth to space, the inverse of :func:`squeeze`."""
+    b, c, h, w = x.shape
+    x = x.view(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
+    return x.reshape(b, c // 4, 2 * h, 2 * w)
+
+
+def gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, log_sd: torch.Tensor) -> torch.Tensor:
+    """``log N(z; mean, exp(log_sd)^2)`` per sample, summed over all but the batch dimension."""
+    return (-0.5 * math.log(2 * math.pi) - log_sd - 0.5 * (z - mean) ** 2 * torch.exp(-2 * log_sd)).flatten(1).sum(1)
+
+
+class Split(nn.Module):
+    """Factor out half of the channels with a learned conditional prior (Glow, figure 2).
+
+    ``forward(x) -> (x_a, z, log_p)``: ``x_a`` (the first half) goes on through the next level;
+    ``z`` (the second half) is a latent whose prior is a Gaussian with mean and log-std from a
+    zero-initialised convolution of ``x_a`` (so it starts as the standard normal).
+    ``inverse(x_a, z=None, temperature=1)`` rebuilds ``x``, sampling ``z`` from the prior at the
+    given temperature when it is not given.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.prior = ZeroConv2d(channels // 2, 2 * (channels - channels // 2))
+
+    def prior_params(self, x_a):
+        mean, log_sd = self.prior(x_a).chunk(2, 1)
+        return mean, log_sd
+
+    def forward(self, x):
+        x_a, z = x.chunk(2, 1)
+        mean, log_sd = self.prior_params(x_a)
+        return x_a, z, gaussian_log_prob(z, mean, log_sd)
+
+    def inverse(self, x_a, z=None, temperature: float = 1.0):
+        if z is None:
+            mean, log_sd = self.prior_params(x_a)
+            z = mean + temperature * torch.exp(log_sd) * torch.randn_like(mean)
+        return torch.cat([x_a, z], 1)
+
+
+class FlowStep(nn.Module):
+    """One step of flow: ActNorm, invertible 1x1 convolution (LU), affine coupling (Glow, figure 2a)."""
+
+    def __init__(self, channels: int, hidden: int = 512, affine: bool = True, lu: bool = True):
+        super().__init__()
+        self.actnorm = ActNorm(channels)
+        self.invconv = InvConv2dLU(channels) if lu else InvConv2d(channels)
+        self.coupling = (AffineCoupling if affine else AdditiveCoupling)(channels, hidden)
+
+    def forward(self, x):
+        x, ld1 = self.actnorm(x)
+        x, ld2 = self.invconv(x)
+        x, ld3 = self.coupling(x)
+        return x, ld1 + ld2 + ld3
+
+    def inverse(self, y):
+        y, ld3 = self.coupling.inverse(y)
+        y, ld2 = self.invconv.inverse(y)
+        y, ld1 = self.actnorm.inverse(y)
+        return y, ld1 + ld2 + ld3
+
+
+class Glow(nn.Module):
+    """The multi-scale Glow of figure 2b: L levels of squeeze, K flow steps, split.
+
+    ``forward(x) -> (zs, log_prob)``: the latents of every level (the split-off halves, then
+    the top) and ``log p(x)`` per sample, the priors' log-densities plus every step's log-det.
+    ``inverse(zs) -> x`` and ``sample(n, temperature) -> x``. ``x`` is expected centred,
+    e.g. dequantized values minus 0.5 (a translation: log-det 0).
+    """
+
+    def __init__(self, in_channels: int, K: int, L: int, hidden: int = 512, image_size: int = 32,
+                 affine: bool = True, lu: bool = True):
+        super().__init__()
+        self.levels = nn.ModuleList()
+        self.splits = nn.ModuleList()
+        c = in_channels
+        for level in range(L):
+            c *= 4
+            self.levels.append(nn.ModuleList([FlowStep(c, hidden, affine, lu) for _ in range(K)]))
+            if level < L - 1:
+                self.splits.append(Split(c))
+                c //= 2
+        self.top_shape = (c, image_size // 2**L, image_size // 2**L)
+        self.prior_mean = nn.Parameter(torch.zeros(1, c, 1, 1))  # the top level's learned prior
+        self.prior_log_sd = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, x):
+        zs, log_p = [], 0.0
+        logdet = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        for i, steps in enumerate(self.levels):
+            x = squeeze(x)
+            for step in steps:
+                x, ld = step(x)
+                logdet = logdet + ld
+            if i < len(self.splits):
+                x, z, lp = self.splits[i](x)
+                zs.append(z)
+                log_p = log_p + lp
+        zs.append(x)
+        log_p = log_p + gaussian_log_prob(x, self.prior_mean, self.prior_log_sd)
+        return zs, log_p + logdet
+
+    def inverse(self, zs):
+        x = zs[-1]
+        for i in reversed(range(len(self.levels))):
+            if i < len(self.splits):
+                x = self.splits[i].inverse(x, zs[i])
+            for step in reversed(self.levels[i]):
+                x, _ = step.inverse(x)
+            x = unsqueeze(x)
+        return x
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0):
+        mean = self.prior_mean.expand(n, *self.top_shape)
+        x = mean + temperature * torch.exp(self.prior_log_sd) * torch.randn_like(mean)
+        for i in reversed(range(len(self.levels))):
+            if i < len(self.splits):
+                x = self.splits[i].inverse(x, None, temperature)
+            for step in reversed(self.levels[i]):
+                x, _ = step.inverse(x)
+            x = unsqueeze(x)
+        return x

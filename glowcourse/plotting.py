@@ -15,8 +15,8 @@ __all__ = ["density_grid", "plot_density_2d", "show_images"]
 
 def density_grid(log_prob: Callable[[torch.Tensor], torch.Tensor], xlim=(-4, 4), ylim=(-4, 4), n: int = 120):
     """Evaluate ``exp(log_prob)`` on an ``n x n`` grid; returns ``(xx, yy, density)`` as NumPy arrays."""
-    xs = torch.linspace(*xlim, n, dtype=torch.float64)
-    ys = torch.linspace(*ylim, n, dtype=torch.float64)
+    xs = torch.linspace(*xlim, n)  # the default dtype (float32), like the models it evaluates
+    ys = torch.linspace(*ylim, n)
     xx, yy = torch.meshgrid(xs, ys, indexing="xy")
     with torch.no_grad():
         lp = log_prob(torch.stack([xx.flatten(), yy.flatten()], 1))

@@ -21,7 +21,9 @@ from .change_of_variables import (
     check_flow_log_prob,
 )
 from .common import CheckFailed, check_flow_layer
+from .coupling import check_additive_coupling, check_affine_coupling, check_zero_conv
 from .invconv import check_invconv_dense, check_invconv_lu, check_invconv_lu_training, check_random_rotation
+from .multiscale import check_flow_step, check_glow, check_split, check_squeeze
 
 __all__ = [
     "CheckFailed",
@@ -42,4 +44,13 @@ __all__ = [
     "check_invconv_dense",
     "check_invconv_lu",
     "check_invconv_lu_training",
+    # notebook 4
+    "check_zero_conv",
+    "check_additive_coupling",
+    "check_affine_coupling",
+    # notebook 5
+    "check_squeeze",
+    "check_split",
+    "check_flow_step",
+    "check_glow",
 ]
