@@ -164,6 +164,12 @@ def coupling_net(in_channels: int, hidden: int, out_channels: int) -> nn.Sequent
 SIGMOID_2 = 1 / (1 + math.exp(-2))  # sigmoid(2)
 
 
+def _halves(x: torch.Tensor):
+    """(first C//2 channels, the rest): the same as x.chunk(2, 1) for the even C Glow uses."""
+    c = x.shape[1] // 2
+    return x[:, :c], x[:, c:]
+
+
 class AdditiveCoupling(nn.Module):
     """``y_a = x_a``, ``y_b = x_b + NN(x_a)`` (NICE; Glow's "additive" ablation). log-det 0."""
 
@@ -172,11 +178,11 @@ class AdditiveCoupling(nn.Module):
         self.net = coupling_net(in_channels // 2, hidden, in_channels - in_channels // 2)
 
     def forward(self, x):
-        x_a, x_b = x.chunk(2, 1)
+        x_a, x_b = _halves(x)
         return torch.cat([x_a, x_b + self.net(x_a)], 1), x.new_zeros(x.shape[0])
 
     def inverse(self, y):
-        y_a, y_b = y.chunk(2, 1)
+        y_a, y_b = _halves(y)
         return torch.cat([y_a, y_b - self.net(y_a)], 1), y.new_zeros(y.shape[0])
 
 
@@ -200,12 +206,12 @@ class AffineCoupling(nn.Module):
         return torch.sigmoid(h + 2) / SIGMOID_2, t
 
     def forward(self, x):
-        x_a, x_b = x.chunk(2, 1)
+        x_a, x_b = _halves(x)
         s, t = self._scale_shift(x_a)
         return torch.cat([x_a, (x_b + t) * s], 1), torch.log(s).flatten(1).sum(1)
 
     def inverse(self, y):
-        y_a, y_b = y.chunk(2, 1)
+        y_a, y_b = _halves(y)
         s, t = self._scale_shift(y_a)
         return torch.cat([y_a, y_b / s - t], 1), -torch.log(s).flatten(1).sum(1)
 
@@ -249,7 +255,7 @@ class Split(nn.Module):
         return mean, log_sd
 
     def forward(self, x):
-        x_a, z = x.chunk(2, 1)
+        x_a, z = _halves(x)
         mean, log_sd = self.prior_params(x_a)
         return x_a, z, gaussian_log_prob(z, mean, log_sd)
 

@@ -186,3 +186,70 @@ def test_dense_reference_passes():
     checks.check_random_rotation(flows.random_rotation, sizes=(2, 7, 64), seed=3)
     checks.check_invconv_dense(flows.InvConv2d)
     checks.check_invconv_dense(flows.InvConv2d, channels=2, batch=1, hw=(2, 2), seed=5, dtype=torch.float32)
+
+
+# Notebooks 4 and 5.
+
+
+def squeeze_spatial_major(x):
+    """Another consistent channel order: channel (2 di + dj) * C + c."""
+    b, c, h, w = x.shape
+    return x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 3, 5, 1, 2, 4).reshape(b, 4 * c, h // 2, w // 2)
+
+
+def unsqueeze_spatial_major(x):
+    b, c4, h, w = x.shape
+    return x.view(b, 2, 2, c4 // 4, h, w).permute(0, 3, 4, 1, 5, 2).reshape(b, c4 // 4, 2 * h, 2 * w)
+
+
+def squeeze_pixel_unshuffle(x):
+    return torch.nn.functional.pixel_unshuffle(x, 2)
+
+
+def unsqueeze_pixel_shuffle(x):
+    return torch.nn.functional.pixel_shuffle(x, 2)
+
+
+class SplitWithDistributions(flows.Split):
+    """The same split written with torch.distributions."""
+
+    def forward(self, x):
+        x_a, z = x.chunk(2, 1)
+        mean, log_sd = self.prior_params(x_a)
+        return x_a, z, torch.distributions.Normal(mean, log_sd.exp()).log_prob(z).sum(dim=(1, 2, 3))
+
+    def inverse(self, x_a, z=None, temperature=1.0):
+        if z is None:
+            mean, log_sd = self.prior_params(x_a)
+            z = torch.distributions.Normal(mean, temperature * log_sd.exp() + 1e-30).sample() if temperature > 0 else mean
+        return torch.cat([x_a, z], 1)
+
+
+@pytest.mark.parametrize("pair", [(flows.squeeze, flows.unsqueeze), (squeeze_spatial_major, unsqueeze_spatial_major),
+                                  (squeeze_pixel_unshuffle, unsqueeze_pixel_shuffle)], ids=["reference", "spatial-major", "pixel-shuffle"])
+def test_squeeze_variants_pass(pair):
+    checks.check_squeeze(*pair)
+    checks.check_squeeze(*pair, channels=5, hw=(6, 4), batch=3)
+
+
+def test_coupling_and_multiscale_references_pass():
+    checks.check_zero_conv(flows.ZeroConv2d)
+    checks.check_additive_coupling(flows.AdditiveCoupling)
+    checks.check_affine_coupling(flows.AffineCoupling)
+    checks.check_affine_coupling(flows.AffineCoupling, channels=6, hw=(3, 2), seed=4, dtype=torch.float32)
+    for split in (flows.Split, SplitWithDistributions):
+        checks.check_split(split)
+        checks.check_split(split, channels=6, batch=2, hw=(3, 3), seed=3)
+    checks.check_flow_step(flows.FlowStep)
+    checks.check_glow(flows.Glow)
+    checks.check_glow(flows.Glow, K=1, L=3, image_size=8, batch=2, seed=6)
+
+
+def test_the_checks_catch_wrong_references():
+    class NoSplitTerm(flows.Glow):
+        def forward(self, x):
+            zs, log_prob = super().forward(x)
+            return zs, log_prob - sum(flows.gaussian_log_prob(z, torch.zeros_like(z), torch.zeros_like(z)) for z in zs[:-1])
+
+    with pytest.raises(checks.CheckFailed, match="split-off latents is missing"):
+        checks.check_glow(NoSplitTerm)

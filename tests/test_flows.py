@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from glowcourse import ActNorm, InvConv2d, InvConv2dLU, jacobian_logdet, random_rotation
+from glowcourse.flows import AdditiveCoupling, AffineCoupling, FlowStep, Glow, squeeze, unsqueeze
 
-LAYERS = [ActNorm, InvConv2d, InvConv2dLU]
+LAYERS = [ActNorm, InvConv2d, InvConv2dLU, AdditiveCoupling, AffineCoupling, FlowStep]
 
 
 def make(cls, c=3, seed=0):
@@ -62,3 +63,42 @@ def test_lu_init_matches_its_dense_weight_and_fixed_parts_are_buffers():
     assert not {"p", "sign_s"} & {k for k, _ in lu.named_parameters()}
     q = random_rotation(64).double()
     torch.testing.assert_close(q @ q.T, torch.eye(64, dtype=torch.float64), rtol=0, atol=1e-6)
+
+
+def test_squeeze_is_a_local_permutation_and_unsqueeze_its_inverse():
+    x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float64).reshape(2, 3, 4, 6)
+    y = squeeze(x)
+    assert y.shape == (2, 12, 2, 3)
+    torch.testing.assert_close(y, torch.nn.functional.pixel_unshuffle(x, 2), rtol=0, atol=0)
+    torch.testing.assert_close(unsqueeze(y), x, rtol=0, atol=0)
+
+
+def test_glow_log_prob_is_the_change_of_variables_with_its_priors():
+    torch.manual_seed(0)
+    model = Glow(1, K=2, L=2, hidden=8, image_size=4).double()
+    x = 0.3 * torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    model(x)
+    with torch.no_grad():
+        for p in model.parameters():  # priors too: log p must use the conditional priors
+            p.add_(0.1 * torch.randn_like(p))
+    zs, log_prob = model(x)
+    # Standardise every latent with its prior: then x -> eps is a flow onto N(0, I).
+    def eps(v):
+        zs = model(v)[0]
+        # each split's prior conditions on the kept half, which the level above's inverse rebuilds
+        cur = zs[-1]
+        std = [(cur - model.prior_mean) / model.prior_log_sd.exp()]
+        for i in reversed(range(len(model.splits))):
+            for step in reversed(model.levels[i + 1]):
+                cur, _ = step.inverse(cur)
+            cur = unsqueeze(cur)
+            mean, log_sd = model.splits[i].prior_params(cur)
+            std.append((zs[i] - mean) / log_sd.exp())
+            cur = model.splits[i].inverse(cur, zs[i])
+        return torch.cat([s.flatten(1) for s in std], 1)
+
+    from glowcourse import standard_normal_log_prob
+
+    want = standard_normal_log_prob(eps(x)) + jacobian_logdet(eps, x)
+    torch.testing.assert_close(log_prob, want, rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(model.inverse(zs), x, rtol=1e-9, atol=1e-9)
