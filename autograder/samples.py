@@ -8,6 +8,7 @@ Building samples from ``course/`` and ``solutions/`` means they never drift from
 from __future__ import annotations
 
 import copy
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -88,20 +89,28 @@ def write(notebook, dest: Path) -> Path:
 
 
 def demo_submissions(dest: Path) -> tuple[Path, dict[tuple[str, str], str]]:
-    """Write a demo class into ``dest/submissions``: every student hands in every notebook,
-    except as their name says. Returns the roster file and the expected outcome of each
-    (student, assignment): ``full``, ``zero``, ``partial`` or a status."""
+    """Write a demo class into ``dest/submissions`` and return its roster file and the expected
+    outcome of each (student, assignment): ``full``, ``zero``, ``partial`` or a status.
+
+    ``full-marks`` and ``blank`` hand in every notebook answered / untouched; ``typical`` makes
+    the catalogued ``demo = true`` mistakes of every notebook; ``unreadable`` hands in a file cut
+    short for the first notebook (the rest answered); ``missing`` is on the roster only.
+    """
     subs = dest / "submissions"
-    nbs = course.notebooks()
+    shutil.rmtree(subs, ignore_errors=True)  # the demo's own folder: a fresh class every run
     expected: dict[tuple[str, str], str] = {}
-    chosen = [(nb, m) for nb in nbs for m in mistakes(nb.assignment) if m.get("demo")]
-    students = ["full-marks", "blank", "unreadable", "missing"] + [f"mistake-{m['name']}" for _, m in chosen]
-    for i, nb in enumerate(nbs):
+    for i, nb in enumerate(course.notebooks()):
         a, name = nb.assignment, f"{nb.name}.ipynb"
         write(filled(nb), subs / "full-marks" / a / name)
         write(blank(nb), subs / "blank" / a / name)
-        expected.update({("full-marks", a): "full", ("blank", a): "zero", ("missing", a): "missing"})
-        if i == 0:  # a download cut short
+        typical = filled(nb)
+        chosen = [m for m in mistakes(a) if m.get("demo")]
+        for m in chosen:
+            typical = with_mistake(typical, m)
+        write(typical, subs / "typical" / a / name)
+        expected.update({("full-marks", a): "full", ("blank", a): "zero", ("missing", a): "missing",
+                         ("typical", a): "partial" if chosen else "full"})
+        if i == 0:
             broken = subs / "unreadable" / a / name
             broken.parent.mkdir(parents=True, exist_ok=True)
             broken.write_text(nbformat.writes(filled(nb))[:5000])
@@ -109,14 +118,6 @@ def demo_submissions(dest: Path) -> tuple[Path, dict[tuple[str, str], str]]:
         else:
             write(filled(nb), subs / "unreadable" / a / name)
             expected[("unreadable", a)] = "full"
-        for other, m in chosen:
-            who = f"mistake-{m['name']}"
-            if other == nb:
-                write(with_mistake(filled(nb), m), subs / who / a / name)
-                expected[(who, a)] = "partial"
-            else:
-                write(filled(nb), subs / who / a / name)
-                expected[(who, a)] = "full"
     roster = dest / "roster.txt"
-    roster.write_text("\n".join(sorted(students)) + "\n")
+    roster.write_text("blank\nfull-marks\nmissing\ntypical\nunreadable\n")
     return roster, expected
