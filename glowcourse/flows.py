@@ -18,7 +18,7 @@ from torch import nn
 __all__ = [
     "ActNorm", "random_rotation", "InvConv2d", "InvConv2dLU", "ZeroConv2d", "coupling_net",
     "AdditiveCoupling", "AffineCoupling", "squeeze", "unsqueeze", "gaussian_log_prob", "Split",
-    "FlowStep", "Glow",
+    "Permute", "FlowStep", "Glow",
 ]
 
 
@@ -237,20 +237,31 @@ def gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, log_sd: torch.Tensor)
 
 
 class Split(nn.Module):
-    """Factor out half of the channels with a learned conditional prior (Glow, figure 2).
+    """Factor out half of the channels with a learned prior (Glow, figure 2).
 
     ``forward(x) -> (x_a, z, log_p)``: ``x_a`` (the first half) goes on through the next level;
-    ``z`` (the second half) is a latent whose prior is a Gaussian with mean and log-std from a
-    zero-initialised convolution of ``x_a`` (so it starts as the standard normal).
-    ``inverse(x_a, z=None, temperature=1)`` rebuilds ``x``, sampling ``z`` from the prior at the
-    given temperature when it is not given.
+    ``z`` (the second half) is a latent with a Gaussian prior. By default (Glow's ``split2d``)
+    the prior's mean and log-std come from a zero-initialised convolution of ``x_a``, so it
+    starts as the standard normal. With ``conditional=False`` they are per-channel parameters
+    instead, scaled by ``exp(3 * .)`` to learn quickly (normflows' ``GlowBase``; RealNVP's
+    factored-out latents). ``inverse(x_a, z=None, temperature=1)`` rebuilds ``x``, sampling ``z``
+    from the prior at the given temperature when it is not given.
     """
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, conditional: bool = True):
         super().__init__()
-        self.prior = ZeroConv2d(channels // 2, 2 * (channels - channels // 2))
+        out = channels - channels // 2
+        self.conditional = conditional
+        if conditional:
+            self.prior = ZeroConv2d(channels // 2, 2 * out)
+        else:
+            self.prior_mean = nn.Parameter(torch.zeros(1, out, 1, 1))
+            self.prior_log_sd = nn.Parameter(torch.zeros(1, out, 1, 1))
 
     def prior_params(self, x_a):
+        if not self.conditional:
+            shape = (x_a.shape[0], self.prior_mean.shape[1], *x_a.shape[2:])
+            return (3 * self.prior_mean).expand(shape), (3 * self.prior_log_sd).expand(shape)
         mean, log_sd = self.prior(x_a).chunk(2, 1)
         return mean, log_sd
 
@@ -266,13 +277,43 @@ class Split(nn.Module):
         return torch.cat([x_a, z], 1)
 
 
-class FlowStep(nn.Module):
-    """One step of flow: ActNorm, invertible 1x1 convolution (LU), affine coupling (Glow, figure 2a)."""
+class Permute(nn.Module):
+    """A fixed channel permutation, RealNVP's alternative to the 1x1 convolution: ``"reverse"``
+    flips the channel order, ``"shuffle"`` draws a random order once. log-det 0."""
 
-    def __init__(self, channels: int, hidden: int = 512, affine: bool = True, lu: bool = True):
+    def __init__(self, channels: int, kind: str = "reverse"):
         super().__init__()
+        if kind not in ("reverse", "shuffle"):
+            raise ValueError(f"kind must be 'reverse' or 'shuffle', got {kind!r}")
+        perm = torch.arange(channels).flip(0) if kind == "reverse" else torch.randperm(channels)
+        self.register_buffer("perm", perm)
+        self.register_buffer("inverse_perm", torch.argsort(perm))
+
+    def forward(self, x):
+        return x[:, self.perm], x.new_zeros(x.shape[0])
+
+    def inverse(self, y):
+        return y[:, self.inverse_perm], y.new_zeros(y.shape[0])
+
+
+PERMUTATIONS = ("lu", "dense", "reverse", "shuffle")
+
+
+class FlowStep(nn.Module):
+    """One step of flow: ActNorm, a channel mixing, a coupling (Glow, figure 2a).
+
+    ``permutation``: ``"lu"`` (the 1x1 convolution in LU form, Glow's default), ``"dense"``,
+    or RealNVP's fixed ``"reverse"`` / ``"shuffle"``; ``affine=False`` gives additive coupling.
+    These are the choices the paper's figure 3 compares.
+    """
+
+    def __init__(self, channels: int, hidden: int = 512, affine: bool = True, permutation: str = "lu"):
+        super().__init__()
+        if permutation not in PERMUTATIONS:
+            raise ValueError(f"permutation must be one of {PERMUTATIONS}, got {permutation!r}")
         self.actnorm = ActNorm(channels)
-        self.invconv = InvConv2dLU(channels) if lu else InvConv2d(channels)
+        self.invconv = {"lu": InvConv2dLU, "dense": InvConv2d}[permutation](channels) if permutation in ("lu", "dense") \
+            else Permute(channels, permutation)
         self.coupling = (AffineCoupling if affine else AdditiveCoupling)(channels, hidden)
 
     def forward(self, x):
@@ -298,16 +339,16 @@ class Glow(nn.Module):
     """
 
     def __init__(self, in_channels: int, K: int, L: int, hidden: int = 512, image_size: int = 32,
-                 affine: bool = True, lu: bool = True):
+                 affine: bool = True, permutation: str = "lu", conditional_prior: bool = True):
         super().__init__()
         self.levels = nn.ModuleList()
         self.splits = nn.ModuleList()
         c = in_channels
         for level in range(L):
             c *= 4
-            self.levels.append(nn.ModuleList([FlowStep(c, hidden, affine, lu) for _ in range(K)]))
+            self.levels.append(nn.ModuleList([FlowStep(c, hidden, affine, permutation) for _ in range(K)]))
             if level < L - 1:
-                self.splits.append(Split(c))
+                self.splits.append(Split(c, conditional_prior))
                 c //= 2
         self.top_shape = (c, image_size // 2**L, image_size // 2**L)
         self.prior_mean = nn.Parameter(torch.zeros(1, c, 1, 1))  # the top level's learned prior

@@ -253,3 +253,41 @@ def test_the_checks_catch_wrong_references():
 
     with pytest.raises(checks.CheckFailed, match="split-off latents is missing"):
         checks.check_glow(NoSplitTerm)
+
+
+# Notebook 6: other correct ways to write the capstone's functions.
+
+
+@torch.no_grad()
+def evaluate_all_at_once(model, images, n_bins, batch_size=256, seed=0):
+    import glowcourse
+
+    y = glowcourse.dequantize(images, n_bins, torch.Generator().manual_seed(seed)) - 0.5
+    return glowcourse.bits_per_dim(model(y)[1], images[0].numel(), n_bins).mean()  # a 0-d tensor is fine
+
+
+@torch.no_grad()
+def interpolate_with_lerp(model, x1, x2, steps):
+    z1, z2 = model(x1)[0], model(x2)[0]
+    ts = torch.linspace(0, 1, steps)
+    return torch.cat([model.inverse([torch.lerp(a, b, float(t)) for a, b in zip(z1, z2)]) for t in ts])
+
+
+@torch.no_grad()
+def direction_without_batch_dim(model, x, labels, a, b):
+    return [z[labels == a].mean(0) - z[labels == b].mean(0) for z in model(x)[0]]
+
+
+@torch.no_grad()
+def manipulate_by_levels(model, x, direction, scale):
+    zs = model(x)[0]
+    return model.inverse([z + scale * d.reshape(1, *z.shape[1:]) for z, d in zip(zs, direction)])
+
+
+def test_capstone_variants_pass():
+    checks.check_evaluate_bpd(evaluate_all_at_once)
+    checks.check_evaluate_bpd(evaluate_all_at_once, n=130, batch_size=50, seed=3)
+    checks.check_interpolate(interpolate_with_lerp)
+    checks.check_interpolate(interpolate_with_lerp, steps=9, seed=6)
+    checks.check_sample_images(lambda model, n, t: torch.clamp(model.sample(n, temperature=t) + 0.5, min=0.0, max=1.0))
+    checks.check_manipulate(direction_without_batch_dim, manipulate_by_levels)
