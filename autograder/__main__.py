@@ -5,6 +5,7 @@
   selfcheck    solutions get full marks and releases get zero, through real nbgrader
   demo         build a small class of sample submissions, grade it, print the table
   execute      run the solution notebooks in order and save their outputs
+  report       per exercise: catalogued mistakes caught, correct variants accepted, messages
 """
 from __future__ import annotations
 
@@ -101,6 +102,14 @@ def cmd_execute(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import report
+
+    t = report(args.assignment, verbose=not args.quiet)
+    ok = t["hidden"] == t["mistakes"] and t["accepted"] == t["variants"]
+    return 0 if ok else 1
+
+
 def main(argv=None) -> int:
     course.ensure_tools_on_path()
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__,
@@ -133,6 +142,11 @@ def main(argv=None) -> int:
     p.add_argument("--assignment")
     p.add_argument("--timeout", type=int, default=600)
     p.set_defaults(func=cmd_execute)
+
+    p = sub.add_parser("report", help="mistakes caught and variants accepted, per exercise")
+    p.add_argument("--assignment")
+    p.add_argument("--quiet", action="store_true", help="counts only, no messages")
+    p.set_defaults(func=cmd_report)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -55,11 +55,20 @@ def answers(notebook) -> dict[str, str]:
 
 
 def mistakes(assignment: str) -> list[dict]:
-    path = course.MISTAKES / f"{assignment}.toml"
+    """The catalogued mistakes of an assignment (``autograder/mistakes/<assignment>.toml``)."""
+    return _catalogue(course.MISTAKES / f"{assignment}.toml", "mistake")
+
+
+def variants(assignment: str) -> list[dict]:
+    """The catalogued correct variants of an assignment (``autograder/variants/<assignment>.toml``)."""
+    return _catalogue(course.MISTAKES.parent / "variants" / f"{assignment}.toml", "variant")
+
+
+def _catalogue(path: Path, key: str) -> list[dict]:
     if not path.exists():
         return []
     with open(path, "rb") as fh:
-        return tomllib.load(fh).get("mistake", [])
+        return tomllib.load(fh).get(key, [])
 
 
 def with_mistake(notebook, mistake: dict):

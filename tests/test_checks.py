@@ -42,6 +42,27 @@ def test_each_catalogued_mistake_fails_its_hidden_and_visible_checks_with_a_caus
     assert not others, f"{mistake['name']} also failed {sorted(others)}: {others}"
 
 
+VARIANTS = [(nb, v) for nb in NOTEBOOKS for v in samples.variants(nb.assignment)]
+
+
+@pytest.mark.parametrize("nb, variant", VARIANTS, ids=[v["name"] for _, v in VARIANTS])
+def test_each_catalogued_correct_variant_passes_every_check(nb, variant):
+    results = harness.run(nb, samples.answers(samples.with_mistake(samples.filled(nb), variant)))
+    failed = {gid: o for gid, o in results.items() if o.visible or o.hidden}
+    assert not failed, f"{variant['name']} refused: {failed}"
+
+
+def test_catalogue_size():
+    # issue 7: at least 3 mistakes per exercise, 60 in all, and 15 correct variants
+    per_cell = {}
+    for nb, m in MISTAKES:
+        per_cell[(nb.assignment, m["cell"])] = per_cell.get((nb.assignment, m["cell"]), 0) + 1
+    exercises = {(nb.assignment, gid) for nb in NOTEBOOKS for gid in samples.answers(samples.filled(nb))}
+    assert exercises <= set(per_cell), sorted(exercises - set(per_cell))
+    assert min(per_cell.values()) >= 3, {k: v for k, v in per_cell.items() if v < 3}
+    assert len(MISTAKES) >= 60 and len(VARIANTS) >= 15
+
+
 # Correct answers that differ from the solutions must pass too.
 
 
@@ -291,3 +312,14 @@ def test_capstone_variants_pass():
     checks.check_interpolate(interpolate_with_lerp, steps=9, seed=6)
     checks.check_sample_images(lambda model, n, t: torch.clamp(model.sample(n, temperature=t) + 0.5, min=0.0, max=1.0))
     checks.check_manipulate(direction_without_batch_dim, manipulate_by_levels)
+
+
+def test_report_command_prints_the_catalogue():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "autograder", "report", "--assignment", "02_actnorm"],
+                          cwd=course.ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "actnorm: mistakes 6 (hidden caught 6" in proc.stdout and "variants 3 (accepted 3)" in proc.stdout
+    assert "Likely cause" in proc.stdout  # the messages a student sees

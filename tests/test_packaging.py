@@ -65,6 +65,6 @@ def test_wheel_carries_the_embedded_data(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = Path(tmp_path).glob("glowcourse-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for f in ("glowcourse/data/digits.npz", "glowcourse/data/mnist5k.npz", "glowcourse/data/README.md", "glowcourse/checks.py"):
+    for f in ("glowcourse/data/digits.npz", "glowcourse/data/mnist5k.npz", "glowcourse/data/README.md", "glowcourse/checks/__init__.py", "glowcourse/checks/capstone.py"):
         assert f in names
     assert not any(n.startswith(("autograder/", "tests/", "solutions/")) for n in names)

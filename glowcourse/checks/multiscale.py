@@ -123,7 +123,21 @@ def check_flow_step(cls: type, *, channels: int = 4, batch: int = 3, hw: tuple =
     with torch.no_grad():
         for p in step.parameters():
             p.add_(0.2 * torch.randn_like(p))
-    check_flow_layer(step, x, name=name, inverse_cause="the inverse undoes the three layers in reverse order: coupling, then 1x1 conv, then ActNorm.")
+    def known(want):
+        # Run the step's parts one by one: if they make up its output, name a missing part's log-det.
+        h, parts = x, []
+        try:
+            with torch.no_grad():
+                for part_name, part in step.named_children():
+                    h, ld = part(h)
+                    parts.append((part_name, ld))
+        except Exception:
+            return []
+        total = sum(ld for _, ld in parts)
+        return [(total - ld, f"the log-det of {part_name} is missing from the step's total: add all three.") for part_name, ld in parts]
+
+    check_flow_layer(step, x, name=name, known_mistakes=known,
+                     inverse_cause="the inverse undoes the three layers in reverse order: coupling, then 1x1 conv, then ActNorm.")
     kinds = {type(m).__name__ for m in step.modules()}
     if not any("ActNorm" in k for k in kinds) or not any("Conv2d" in k and "Zero" not in k and k != "Conv2d" for k in kinds):
         _fail(name, f"a flow step holds an ActNorm, an invertible 1x1 convolution and a coupling; found {sorted(kinds)}")
