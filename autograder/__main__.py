@@ -6,6 +6,7 @@
   demo         build a small class of sample submissions, grade it, print the table
   execute      run the solution notebooks in order and save their outputs
   report       per exercise: catalogued mistakes caught, correct variants accepted, messages
+  book         build the self-learners' site from solutions/ (Jupyter Book 1.x, offline)
 """
 from __future__ import annotations
 
@@ -110,6 +111,14 @@ def cmd_report(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_book(args) -> int:
+    from .book import build
+
+    html = build()
+    print(f"book: {html / 'index.html'}")
+    return 0
+
+
 def main(argv=None) -> int:
     course.ensure_tools_on_path()
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__,
@@ -147,6 +156,9 @@ def main(argv=None) -> int:
     p.add_argument("--assignment")
     p.add_argument("--quiet", action="store_true", help="counts only, no messages")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("book", help="build the self-learners' site into build/book/html")
+    p.set_defaults(func=cmd_book)
 
     args = parser.parse_args(argv)
     return args.func(args)
