@@ -93,9 +93,11 @@ def nbgrader_api(*, release: Path | None = None, submitted: Path | None = None, 
         over.CourseDirectory.db_url = f"sqlite:///{Path(db).resolve()}"
     if timeout is not None:
         over.Execute.timeout = timeout
-    # The hidden tests stay out of feedback (nbgrader issue #917).
+    # The hidden tests stay out of feedback (nbgrader issue #917): their code, and the lines
+    # that tracebacks quote from them.
     over.GenerateFeedback.preprocessors = [
         "nbgrader.preprocessors.GetGrades",
+        "autograder.preprocessors.ScrubHiddenTracebacks",
         "nbgrader.preprocessors.ClearHiddenTests",
         "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
     ]

@@ -79,8 +79,12 @@ def test_feedback_for_each_graded_submission_without_hidden_test_code(graded):
     rows, out, _ = graded
     for student in ("full", "blank", "looper", *[f"mistake-{m}" for m in REQUIRED_MISTAKES]):
         assert (out / "feedback" / student / A / f"{NB.name}.html").exists(), student
-    html = (out / "feedback" / "full" / A / f"{NB.name}.html").read_text()
-    assert "BEGIN HIDDEN TESTS" not in html and "seed=11" not in html
+    for student in ("full", "mistake-affine-logdet-sign", "mistake-bpd-no-log-nbins"):
+        html = (out / "feedback" / student / A / f"{NB.name}.html").read_text()
+        assert "HIDDEN TESTS" not in html and "seed=11" not in html and "n_dims=784" not in html, student
+    # the visible check and its message are still there for the student
+    html = (out / "feedback" / "mistake-affine-logdet-sign" / A / f"{NB.name}.html").read_text()
+    assert "check_affine_flow(ElementwiseAffine)" in html and "Likely cause" in html
     assert not (out / "feedback" / "unreadable").exists()
 
 
