@@ -13,6 +13,7 @@ results are ``OUT/grades.csv`` and ``OUT/feedback/<student>/<assignment>/<notebo
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import re
@@ -45,6 +46,7 @@ class Row:
         return d
 
 
+@functools.lru_cache(maxsize=None)
 def max_score(assignment: str) -> float:
     """Total points of an assignment, from the nbgrader metadata of its source notebooks."""
     total = 0.0

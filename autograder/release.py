@@ -13,7 +13,6 @@ diffs cleanly.
 """
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -96,5 +95,4 @@ def release_diff(assignments: list[str] | None = None) -> list[str]:
         for extra in course.COURSE.rglob("*.ipynb"):
             if extra.relative_to(course.COURSE) not in names and ".ipynb_checkpoints" not in extra.parts:
                 stale.append(f"{extra.relative_to(course.ROOT)} (no source in solutions/)")
-        shutil.rmtree(tmp, ignore_errors=True)
     return stale
