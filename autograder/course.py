@@ -66,10 +66,11 @@ def notebooks(assignment: str | None = None) -> list[Notebook]:
 
 def nbgrader_api(*, release: Path | None = None, submitted: Path | None = None, autograded: Path | None = None,
                  feedback: Path | None = None, db: Path | None = None, timeout: int | None = None,
-                 quiet: bool = True):
+                 quiet: bool = True, limits=None):
     """An ``NbGraderAPI`` configured by ``nbgrader_config.py``, with folders overridden.
 
     Overridden folders are absolute; nbgrader joins them onto the course root unchanged.
+    ``limits`` (a ``grade.Limits``) runs autograde's kernel in the sandbox, with tamper probes.
     """
     ensure_tools_on_path()
     import warnings
@@ -101,6 +102,21 @@ def nbgrader_api(*, release: Path | None = None, submitted: Path | None = None, 
         "nbgrader.preprocessors.ClearHiddenTests",
         "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
     ]
+    if limits is not None:
+        # nbgrader's autograde steps, with Execute replaced by the guarded, sandboxed one.
+        over.Autograde.autograde_preprocessors = [
+            "autograder.preprocessors.GuardedExecute",
+            "nbgrader.preprocessors.IgnorePattern",
+            "nbconvert.preprocessors.ClearMetadataPreprocessor",
+            "nbgrader.preprocessors.LimitOutput",
+            "nbgrader.preprocessors.SaveAutoGrades",
+            "nbgrader.preprocessors.AssignLatePenalties",
+            "nbgrader.preprocessors.CheckCellMetadata",
+        ]
+        over.SandboxKernelManager.sandbox = limits.sandbox
+        over.SandboxKernelManager.wall_s = limits.notebook_timeout
+        over.SandboxKernelManager.memory_mb = limits.memory_mb
+        over.SandboxKernelManager.cpu_s = limits.cpu_s
     config.merge(over)
     if quiet:
         logging.getLogger("traitlets").setLevel(logging.ERROR)

@@ -48,3 +48,96 @@ class ScrubHiddenTracebacks(NbGraderPreprocessor):
                 elif out.get("output_type") == "stream":
                     out["text"] = scrub(out.get("text", ""), secrets)
         return cell, resources
+
+
+# ---------------------------------------------------------------------------------------------
+# Execution: the sandboxed kernel, tamper probes, warnings that do not cost points.
+
+import ast  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from nbformat.notebooknode import NotebookNode  # noqa: E402
+from nbclient.util import run_sync  # noqa: E402
+from nbgrader.preprocessors import Execute  # noqa: E402
+
+from . import probe  # noqa: E402
+from .sandbox import SandboxKernelManager  # noqa: E402
+
+REPORT_SUFFIX = ".autograder.json"
+
+
+def is_test_cell(cell) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
+
+
+class GuardedExecute(Execute):
+    """nbgrader's ``Execute``, with the kernel in the sandbox and a tamper probe before each test cell.
+
+    - The kernel is started by ``SandboxKernelManager`` (``autograder/sandbox.py``).
+    - Before the first cell, a snapshot of what the checks rely on is taken in the kernel
+      (``autograder/probe.py``); before each graded test cell a probe compares against it. If
+      anything was replaced, the test cell is not run: it gets a ``TamperingDetected`` error
+      (so it scores 0) and the row's status says what was found.
+    - Output on stderr in a test cell (a ``UserWarning`` from correct code) is shown as
+      stdout: nbgrader would score any stderr output 0, but the checks fail by raising.
+
+    What was found is written next to the autograded notebook (``<name>.autograder.json``),
+    because nbgrader clears notebook metadata after execution.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
+        super().__init__(*args, **kwargs)
+        self._baseline = None
+        self.tampering: list[str] = []
+
+    async def _user_expression(self, code: str):
+        msg_id = self.kc.execute(code, silent=True, store_history=False, user_expressions={"r": probe.RESULT})
+        reply = await self.async_wait_for_reply(msg_id)
+        content = (reply or {}).get("content", {})
+        value = content.get("user_expressions", {}).get("r", {})
+        if value.get("status") != "ok":
+            return None
+        try:
+            return ast.literal_eval(value["data"]["text/plain"])
+        except (KeyError, ValueError, SyntaxError):
+            return None
+
+    async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+        if self._baseline is None:
+            self._baseline = await self._user_expression(probe.snapshot_code()) or {}
+        if is_test_cell(cell) and cell.source.strip():
+            problems = await self._user_expression(probe.probe_code(self._baseline))
+            if problems is None:
+                problems = ["the tamper probe could not run"]
+            if problems:
+                for p in problems:
+                    if p not in self.tampering:
+                        self.tampering.append(p)
+                cell.outputs = [NotebookNode(output_type="error", ename="TamperingDetected",
+                                             evalue="; ".join(problems),
+                                             traceback=["TamperingDetected: this check was not run because "
+                                                        + "; ".join(problems)])]
+                return cell
+        cell = await super().async_execute_cell(cell, cell_index, execution_count=execution_count,
+                                                store_history=store_history)
+        if is_test_cell(cell):
+            for out in cell.outputs:
+                if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                    out["name"] = "stdout"
+        return cell
+
+    # nbclient binds its synchronous wrapper to its own coroutine: rebind it to this one.
+    execute_cell = run_sync(async_execute_cell)
+
+    def preprocess(self, nb, resources=None, km=None):
+        self._baseline, self.tampering = None, []
+        try:
+            return super().preprocess(nb, resources, km=km)
+        finally:
+            meta = (resources or {}).get("metadata", {})
+            if meta.get("path") and meta.get("name"):
+                report = Path(meta["path"]) / (meta["name"] + REPORT_SUFFIX)
+                report.write_text(json.dumps({"tampering": self.tampering}))

@@ -1,0 +1,315 @@
+"""A catalogue of mangled, broken and hostile submissions, each with the row it must get.
+
+Every case is one student of a class folder (``write_class``); ``tests/test_hostile.py``
+grades the folder with the real ``grade`` command (sandbox, probes, two workers) and checks
+each row against ``Case.expect``:
+
+- ``"full"``: full marks and status ``ok`` (a correct answer in mangled form);
+- ``"zero"``: score 0 (a hostile submission that must not gain anything);
+- ``"partial"``: 0 < score < max;
+- ``"at most blank"``: no more than the blank notebook scores (0 here);
+
+and ``Case.status``: the start of the status it must have (``"ok"``, ``"tampering detected"``,
+``"kernel died"``, ...). ``python -m autograder hostile --out DIR`` writes and grades it.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from . import course, samples
+
+__all__ = ["Case", "cases", "write_class", "unexpected", "CANARY"]
+
+NB1 = course.Notebook("01_change_of_variables", "change_of_variables")
+NB2 = course.Notebook("02_actnorm", "actnorm")
+NB3 = course.Notebook("03_invertible_conv", "invertible_conv")
+NB4 = course.Notebook("04_affine_coupling", "affine_coupling")
+CANARY = "HOSTILE_CANARY"  # a hostile case that managed to write would leave a file with this name
+
+
+@dataclass
+class Case:
+    name: str
+    notebook: course.Notebook
+    expect: str                    # full | zero | partial | at most blank
+    status: str                    # the row's status starts with this
+    make: object = None            # () -> bytes of the .ipynb (or of whatever is handed in)
+    file_name: str | None = None   # hand in under another name
+    why: str = ""
+
+
+def _nb(notebook) -> dict:
+    return json.loads(nbformat.writes(notebook))
+
+
+def _bytes(d: dict) -> bytes:
+    return json.dumps(d, indent=1).encode()
+
+
+def _grade_cells(d: dict, *, solution: bool) -> list[int]:
+    out = []
+    for i, c in enumerate(d["cells"]):
+        meta = c.get("metadata", {}).get("nbgrader", {})
+        if solution and meta.get("solution") or not solution and meta.get("grade") and not meta.get("solution"):
+            out.append(i)
+    return out
+
+
+def _code(source: str, **meta) -> dict:
+    return {"cell_type": "code", "metadata": meta, "source": source, "outputs": [], "execution_count": None}
+
+
+def _insert_before_first_test(d: dict, source: str) -> dict:
+    d["cells"].insert(_grade_cells(d, solution=False)[0], _code(source))
+    return d
+
+
+def _filled(nb) -> dict:
+    return _nb(samples.filled(nb))
+
+
+def _blank(nb) -> dict:
+    return _nb(samples.blank(nb))
+
+
+def _strip_metadata(d: dict) -> dict:
+    for c in d["cells"]:
+        c["metadata"] = {}
+    return d
+
+
+def _colab(d: dict) -> dict:
+    d["metadata"] = {"colab": {"provenance": [], "name": "actnorm.ipynb"}, "accelerator": "GPU",
+                     "kernelspec": {"name": "python3", "display_name": "Python 3"},
+                     "language_info": {"name": "python"}}
+    for i, c in enumerate(d["cells"]):
+        c["id"] = f"colabid{i:04d}"
+        c["metadata"] = {"id": f"x{i}AbC", "colab": {"base_uri": "https://localhost:8080/"}}
+    return d
+
+
+def _v40(d: dict) -> dict:
+    d["nbformat_minor"] = 0
+    for c in d["cells"]:
+        c.pop("id", None)
+    return d
+
+
+def _v3(nb) -> bytes:
+    return nbformat.writes(nb, version=3).encode()
+
+
+def _duplicate_test(d: dict) -> dict:
+    i = _grade_cells(d, solution=False)[0]
+    d["cells"].insert(i, copy.deepcopy(d["cells"][i]))
+    return d
+
+
+def _delete_tests(d: dict) -> dict:
+    for i in reversed(_grade_cells(d, solution=False)[1:]):
+        del d["cells"][i]
+    return d
+
+
+def _tests_pass(d: dict) -> dict:
+    for i in _grade_cells(d, solution=False):
+        d["cells"][i]["source"] = "pass"
+    return d
+
+
+def _reverse_solutions(d: dict) -> dict:
+    idx = _grade_cells(d, solution=True)
+    cells = [copy.deepcopy(d["cells"][i]) for i in idx]
+    for i, c in zip(idx, reversed(cells)):
+        d["cells"][i] = c
+    return d
+
+
+def _markdown_solution(d: dict) -> dict:
+    c = d["cells"][_grade_cells(d, solution=True)[0]]
+    c.update(cell_type="markdown", source="```python\n" + "".join(c["source"]) + "\n```")
+    c.pop("outputs", None)
+    c.pop("execution_count", None)
+    c["metadata"] = {}
+    return d
+
+
+def _delete_solution(d: dict, gid: str) -> dict:
+    d["cells"] = [c for c in d["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") != gid]
+    return d
+
+
+def _helper_cells(d: dict) -> dict:
+    # The student moved a solution's body into a helper of their own, in a new cell above it.
+    i = _grade_cells(d, solution=True)[-1]
+    src = "".join(d["cells"][i]["source"])
+    d["cells"][i]["source"] = "from_my_helper = True\n" + src
+    d["cells"].insert(i, _code("def my_helper():\n    return 'a cell the student added'\nmy_helper()"))
+    return d
+
+
+def _warns(d: dict) -> dict:
+    # A correct answer that emits a UserWarning every time the checks call it.
+    i = _grade_cells(d, solution=True)[0]
+    src = "".join(d["cells"][i]["source"])
+    d["cells"][i]["source"] = src.replace("    def forward(self, x):\n",
+                                          "    def forward(self, x):\n        import warnings\n"
+                                          "        warnings.warn('my own reminder: x should be float64')\n", 1)
+    assert d["cells"][i]["source"] != src
+    return d
+
+
+def _patch_solution(d: dict, old: str, new: str) -> dict:
+    for i in _grade_cells(d, solution=True):
+        src = "".join(d["cells"][i]["source"])
+        if old in src:
+            d["cells"][i]["source"] = src.replace(old, new, 1)
+            return d
+    raise ValueError(f"{old!r} is in no solution cell")
+
+
+HOSTILE_WRITES = f"""import os, pathlib
+targets = [{str(course.ROOT / CANARY)!r}, {str(course.SOLUTIONS / CANARY)!r}, "/tmp/{CANARY}",
+           os.path.expanduser("~/../../{CANARY}")]
+for t in targets:
+    try:
+        pathlib.Path(t).write_text("pwned")
+    except OSError as err:
+        print("blocked:", t, type(err).__name__)
+for db in [{str(course.ROOT / "autograder" / "gradebook.db")!r}]:
+    try:
+        open(db, "ab").write(b"pwned")
+    except OSError as err:
+        print("blocked:", db, type(err).__name__)
+"""
+
+READ_HIDDEN = f"""import os
+secrets = [{str(course.SOLUTIONS)!r}, {str(course.ROOT / "autograder")!r}, {str(course.ROOT / "course")!r}]
+found = [p for p in secrets if os.path.exists(p)]
+assert not found, found  # nothing to read: the tests cannot be copied into the answers
+"""
+
+FORK = """import os, time
+children = 0
+for _ in range(5000):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(1)
+        os._exit(0)
+    children += 1
+print("forked", children, "children before the limit")
+assert children < 5000
+for _ in range(children):
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+"""
+
+
+def cases() -> list[Case]:
+    """The catalogue (33 cases over notebooks 1-4)."""
+    C = Case
+    return [
+        # -- mangled: a correct answer must keep full marks --------------------------------
+        C("m_stripped_metadata", NB1, "full", "ok", lambda: _bytes(_strip_metadata(_filled(NB1))),
+          why="every cell lost its nbgrader metadata (re-created cells, a stripping tool)"),
+        C("m_stripped_metadata_nb3", NB3, "full", "ok", lambda: _bytes(_strip_metadata(_filled(NB3)))),
+        C("m_colab", NB2, "full", "ok", lambda: _bytes(_colab(_filled(NB2))),
+          why="Colab's notebook metadata, its cell ids and per-cell metadata"),
+        C("m_nbformat_4_0", NB1, "full", "ok", lambda: _bytes(_v40(_strip_metadata(_filled(NB1))))),
+        C("m_nbformat_3", NB1, "full", "ok", lambda: _v3(samples.filled(NB1))),
+        C("m_duplicated_test", NB1, "full", "ok", lambda: _bytes(_duplicate_test(_filled(NB1))),
+          why="a copy-pasted test cell: the same cell id twice aborts plain nbgrader's batch"),
+        C("m_deleted_tests", NB2, "full", "ok", lambda: _bytes(_delete_tests(_filled(NB2)))),
+        C("m_reordered_solutions", NB1, "full", "ok", lambda: _bytes(_reverse_solutions(_strip_metadata(_filled(NB1))))),
+        C("m_markdown_solution", NB2, "full", "ok", lambda: _bytes(_markdown_solution(_filled(NB2)))),
+        C("m_helper_cells", NB1, "full", "ok", lambda: _bytes(_helper_cells(_filled(NB1)))),
+        C("m_warnings", NB1, "full", "ok", lambda: _bytes(_warns(_filled(NB1))),
+          why="a correct answer printing a UserWarning on stderr inside the checks"),
+        C("m_missing_exercise", NB1, "partial", "missing exercise: bits_per_dim",
+          lambda: _bytes(_delete_solution(_filled(NB1), "bits_per_dim"))),
+        C("m_no_cells", NB2, "zero", "missing exercise: actnorm", lambda: _bytes({**_blank(NB2), "cells": []})),
+        # -- broken ------------------------------------------------------------------------
+        C("b_invalid_json", NB1, "zero", "unreadable: invalid JSON", lambda: _bytes(_filled(NB1))[:-200]),
+        C("b_empty_file", NB2, "zero", "unreadable: empty file", lambda: b""),
+        C("b_not_utf8", NB1, "zero", "unreadable: not UTF-8", lambda: b"\xff\xfe\x00garbage"),
+        C("b_not_a_notebook", NB2, "zero", "unreadable: not a notebook", lambda: b'{"hello": "world"}'),
+        C("b_wrong_file_name", NB1, "zero", "wrong file name", lambda: _bytes(_filled(NB1)), file_name="Untitled.ipynb"),
+        C("b_infinite_loop", NB1, "partial", "timeout",
+          lambda: _bytes(_patch_solution(_filled(NB1), "def bits_per_dim(", "def bits_per_dim(*a, **k):\n    while True:\n        pass\n\ndef _unused("))),
+        C("b_sys_exit", NB2, "zero", "ok", lambda: _bytes(_patch_solution(_filled(NB2), "class ActNorm", "import sys\nsys.exit(0)\nclass ActNorm"))),
+        C("b_os_exit", NB2, "zero", "kernel died", lambda: _bytes(_insert_before_first_test(_filled(NB2), "import os\nos._exit(0)"))),
+        C("b_exit_builtin", NB1, "zero", "kernel died", lambda: _bytes(_insert_before_first_test(_filled(NB1), "exit()"))),
+        C("b_huge_allocation", NB2, "full", "ok",
+          lambda: _bytes(_insert_before_first_test(_filled(NB2), "import torch\nbig = torch.empty(2**40)"))),
+        C("b_fork_bomb", NB1, "full", "ok", lambda: _bytes(_insert_before_first_test(_filled(NB1), FORK))),
+        # -- hostile -------------------------------------------------------------------------
+        C("h_write_outside", NB2, "full", "ok", lambda: _bytes(_insert_before_first_test(_filled(NB2), HOSTILE_WRITES)),
+          why="writes to the repository, solutions/, the gradebook: all read-only or absent"),
+        C("h_read_hidden_tests", NB1, "at most blank", "ok",
+          lambda: _bytes(_insert_before_first_test(_blank(NB1), READ_HIDDEN))),
+        C("h_torch_allclose", NB1, "at most blank", "tampering detected",
+          lambda: _bytes(_insert_before_first_test(_blank(NB1), "import torch\ntorch.allclose = lambda *a, **k: True"))),
+        C("h_torch_allclose_nb4", NB4, "at most blank", "tampering detected",
+          lambda: _bytes(_insert_before_first_test(_blank(NB4), "import torch\ntorch.allclose = lambda *a, **k: True\n"
+                                                   "torch.testing.assert_close = lambda *a, **k: None"))),
+        C("h_numpy_allclose", NB1, "at most blank", "tampering detected",
+          lambda: _bytes(_insert_before_first_test(_blank(NB1), "import numpy\nnumpy.allclose = lambda *a, **k: True"))),
+        C("h_check_noop", NB2, "at most blank", "tampering detected",
+          lambda: _bytes(_insert_before_first_test(_blank(NB2), "import glowcourse.checks.actnorm as m\n"
+                                                   "for name in dir(m):\n    if name.startswith('check_'):\n"
+                                                   "        setattr(m, name, lambda *a, **k: print('all good'))"))),
+        C("h_check_code_swap", NB1, "at most blank", "tampering detected",
+          lambda: _bytes(_insert_before_first_test(_blank(NB1), "import glowcourse.checks.change_of_variables as m\n"
+                                                   "def nothing(*a, **k):\n    return None\n"
+                                                   "for f in vars(m).values():\n    if callable(f) and hasattr(f, '__code__'):\n"
+                                                   "        try:\n            f.__code__ = nothing.__code__\n"
+                                                   "        except ValueError:\n            pass"))),
+        C("h_strip_asserts", NB1, "at most blank", "tampering detected",
+          lambda: _bytes(_insert_before_first_test(_blank(NB1), "import ast\nclass NoAssert(ast.NodeTransformer):\n"
+                                                   "    def visit_Assert(self, node):\n        return ast.Pass()\n"
+                                                   "get_ipython().ast_transformers.append(NoAssert())"))),
+        C("h_hide_tracebacks", NB2, "at most blank", "tampering detected",
+          lambda: _bytes(_insert_before_first_test(_blank(NB2), "ip = get_ipython()\n"
+                                                   "ip.showtraceback = lambda *a, **k: None\n"
+                                                   "ip._showtraceback = lambda *a, **k: None"))),
+        C("h_tests_replaced", NB2, "at most blank", "ok", lambda: _bytes(_tests_pass(_blank(NB2))),
+          why="test cells edited to `pass`: restored from the source"),
+    ]
+
+
+def write_class(dest: Path) -> dict[str, Case]:
+    """Write every case as a student folder ``dest/<case>/<assignment>/<notebook>.ipynb``."""
+    out = {}
+    for case in cases():
+        path = dest / case.name / case.notebook.assignment / (case.file_name or f"{case.notebook.name}.ipynb")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(case.make())
+        out[case.name] = case
+    return out
+
+
+def unexpected(rows, catalogue: dict[str, Case]) -> list[str]:
+    """The rows that differ from what their case expects (empty: the catalogue passes)."""
+    wrong = []
+    by_key = {(r.student, r.assignment): r for r in rows}
+    for name, case in catalogue.items():
+        row = by_key.get((name, case.notebook.assignment))
+        if row is None:
+            wrong.append(f"{name}: no row")
+            continue
+        top = row.max_score or 0
+        ok_score = {"full": row.score == top and top > 0, "zero": row.score == 0,
+                    "partial": 0 < row.score < top, "at most blank": row.score == 0}[case.expect]
+        if not ok_score or not row.status.startswith(case.status):
+            wrong.append(f"{name}: got {row.score:g}/{top:g} {row.status!r}, expected {case.expect} and status {case.status!r}")
+    return wrong

@@ -1,0 +1,218 @@
+"""The sandbox student code runs in while it is graded: a Jupyter kernel inside bubblewrap.
+
+nbgrader runs each notebook through nbclient, which starts a Jupyter kernel and sends it the
+cells. Here only the *kernel* is sandboxed; nbclient, nbgrader and the gradebook stay outside,
+so nothing the student's code does can reach the gradebook, the hidden tests or the scores.
+
+The kernel sees (``bwrap``, https://github.com/containers/bubblewrap):
+
+- a read-only view of the system libraries, the Python installation and ``glowcourse``,
+  nothing else: no ``solutions/``, no gradebook, no home directory, no other submission;
+- an empty scratch directory of its own as working directory and ``HOME`` (discarded after);
+- no network (a fresh network namespace: loopback only); the kernel talks to nbclient over
+  Unix sockets in a directory shared with it (``transport = "ipc"``);
+- limits: address space (``RLIMIT_AS``: a huge allocation fails with ``MemoryError``), CPU
+  seconds, a number of processes (a pids cgroup when the grader may create one, else
+  ``RLIMIT_NPROC``), and a wall-clock limit for the whole notebook (``timeout -s KILL``).
+
+``SandboxKernelManager`` is the kernel manager nbclient uses; ``check()`` tells, once per
+run, whether bubblewrap works here, with a message naming the fix when it does not.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import site
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import Bool, Integer
+
+__all__ = ["SandboxKernelManager", "SandboxUnavailable", "check", "DEFAULT_MEMORY_MB", "DEFAULT_CPU_S",
+           "DEFAULT_WALL_S", "DEFAULT_PROCESSES"]
+
+DEFAULT_MEMORY_MB = 6144   # address space; torch alone maps ~1.5 GB of it
+DEFAULT_CPU_S = 600
+DEFAULT_WALL_S = 300
+DEFAULT_PROCESSES = 128  # processes and threads (a kernel runs about 10 threads)
+WORK = "/tmp/work"          # the kernel's working directory and HOME, inside the sandbox
+
+# Files under /etc a Python/torch/matplotlib kernel reads; the rest of /etc stays out.
+ETC = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "fonts", "passwd", "group",
+       "nsswitch.conf", "hosts", "mime.types", "ssl"]
+ENV_KEEP = ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "NBGRADER_EXECUTION", "NBGRADER_VALIDATING",
+            "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TZ"]
+
+
+class SandboxUnavailable(RuntimeError):
+    pass
+
+
+def readable_paths() -> list[str]:
+    """What the kernel may read: system libraries, this Python, its site-packages, glowcourse."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("glowcourse")  # without importing it (and torch) here
+    if spec is None or not spec.submodule_search_locations:
+        raise SandboxUnavailable("the glowcourse package is not installed")
+    paths = {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64"}
+    paths |= {f"/etc/{name}" for name in ETC}
+    for p in [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable),
+              *site.getsitepackages(), *spec.submodule_search_locations]:
+        paths.add(str(p))
+        paths.add(os.path.realpath(p))
+    exe = Path(sys.executable)
+    while exe.is_symlink():  # venv python -> pyenv/conda python: the target's tree too
+        exe = (exe.parent / os.readlink(exe)).resolve()
+        paths.add(str(exe.parent.parent))
+    existing = sorted(p for p in paths if os.path.exists(p))
+    # A path inside another one is already visible.
+    return [p for p in existing if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in existing)]
+
+
+def pids_cgroup(limit: int) -> Path | None:
+    """A fresh pids cgroup (v1 controller) allowing ``limit`` tasks, if this process may create one."""
+    base = Path("/sys/fs/cgroup/pids")
+    if not (base / "cgroup.procs").exists() or not os.access(base, os.W_OK):
+        return None
+    group = base / "autograder" / uuid.uuid4().hex[:12]
+    try:
+        group.mkdir(parents=True)
+        (group / "pids.max").write_text(str(limit))
+        return group
+    except OSError:
+        return None
+
+
+def remove_cgroup(group: Path | None) -> None:
+    if group is None:
+        return
+    for _ in range(50):
+        try:
+            pids = (group / "cgroup.procs").read_text().split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), 9)
+                except ProcessLookupError:
+                    pass
+            group.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
+def command(argv: list[str], scratch: Path, *, memory_mb: int = DEFAULT_MEMORY_MB, cpu_s: int = DEFAULT_CPU_S,
+            wall_s: int = DEFAULT_WALL_S, processes: int = DEFAULT_PROCESSES, cgroup: Path | None = None,
+            shared: list[str] = ()) -> list[str]:
+    """``argv`` wrapped so that it runs in the sandbox; ``scratch`` becomes its writable WORK dir."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxUnavailable("bubblewrap (bwrap) is not installed")
+    cmd = [bwrap, "--unshare-all", "--die-with-parent", "--cap-drop", "ALL", "--hostname", "sandbox",
+           "--uid", "65534", "--gid", "65534", "--clearenv"]
+    for p in readable_paths():
+        cmd += ["--ro-bind", p, p]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", str(scratch), WORK]
+    for p in shared:
+        cmd += ["--bind", p, p]
+    env = {k: os.environ[k] for k in ENV_KEEP if k in os.environ}
+    env.update(HOME=WORK, TMPDIR="/tmp", MPLCONFIGDIR=f"{WORK}/.config/matplotlib", PYTHONDONTWRITEBYTECODE="1",
+               PYTHONNOUSERSITE="1")
+    for k, v in sorted(env.items()):
+        cmd += ["--setenv", k, v]
+    cmd += ["--chdir", WORK, "--", "prlimit", f"--as={memory_mb * 2**20}", f"--cpu={cpu_s}",
+            f"--nproc={processes}", "--core=0", "--", "timeout", "-s", "KILL", str(wall_s), *argv]
+    if cgroup is not None:  # join the cgroup first, then become the sandbox
+        cmd = ["sh", "-c", f'echo $$ > "{cgroup}/cgroup.procs" && exec "$@"', "sandbox-launch", *cmd]
+    return cmd
+
+
+_checked: dict[str, str | None] = {}
+
+
+def check() -> None:
+    """Raise SandboxUnavailable, with the reason, unless a sandboxed Python runs here."""
+    if "result" not in _checked:
+        reason = None
+        try:
+            with tempfile.TemporaryDirectory(prefix="ag-") as tmp:
+                cmd = command([sys.executable, "-c", "import importlib.util as u; assert u.find_spec('glowcourse'); "
+                               "open('ok', 'w').write('1')"], Path(tmp),
+                              wall_s=60)
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+                if proc.returncode != 0 or not (Path(tmp) / "ok").exists():
+                    reason = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        except (SandboxUnavailable, OSError, subprocess.SubprocessError) as err:
+            reason = str(err)
+        _checked["result"] = reason
+    if _checked["result"]:
+        raise SandboxUnavailable(
+            f"the grading sandbox does not work here: {_checked['result']}.\n"
+            "Student code must not run as you: install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`; "
+            "the README's set-up command does it), or, only for trusted notebooks, pass --no-sandbox.")
+
+
+class SandboxKernelManager(AsyncKernelManager):
+    """An ``AsyncKernelManager`` whose kernel runs in the sandbox (see the module docstring)."""
+
+    sandbox = Bool(True, help="Run the kernel in bubblewrap; False runs it as the grading user.").tag(config=True)
+    memory_mb = Integer(DEFAULT_MEMORY_MB, help="Address-space limit of the kernel (MiB).").tag(config=True)
+    cpu_s = Integer(DEFAULT_CPU_S, help="CPU-time limit of the kernel (seconds).").tag(config=True)
+    wall_s = Integer(DEFAULT_WALL_S, help="Wall-clock limit of one notebook (seconds).").tag(config=True)
+    processes = Integer(DEFAULT_PROCESSES, help="Most processes and threads the kernel may run at once.").tag(config=True)
+
+    _scratch: Path | None = None
+    _cgroup: Path | None = None
+    started_at: float | None = None
+
+    async def _async_pre_start_kernel(self, **kw):
+        if self.sandbox:
+            self._scratch = Path(tempfile.mkdtemp(prefix="ag-"))
+            (self._scratch / "work").mkdir()
+            (self._scratch / "ipc").mkdir()
+            # Unix sockets in a folder the sandbox shares: no TCP, so no network namespace needed.
+            self.transport = "ipc"
+            self.ip = str(self._scratch / "ipc" / "k")
+            self.connection_file = str(self._scratch / "ipc" / "kernel.json")
+            self._cgroup = pids_cgroup(self.processes)
+            kw.pop("cwd", None)
+            # ipykernel's start-up notes would bury the grading progress.
+            kw.setdefault("stdout", subprocess.DEVNULL)
+            kw.setdefault("stderr", subprocess.DEVNULL)
+        self.started_at = time.monotonic()
+        return await super()._async_pre_start_kernel(**kw)
+
+    def format_kernel_cmd(self, extra_arguments=None):
+        argv = super().format_kernel_cmd(extra_arguments)
+        if not self.sandbox:
+            return argv
+        return command(argv, self._scratch / "work", memory_mb=self.memory_mb, cpu_s=self.cpu_s, wall_s=self.wall_s,
+                       processes=self.processes, cgroup=self._cgroup, shared=[str(self._scratch / "ipc")])
+
+    async def _async_interrupt_kernel(self) -> None:
+        # A signal to the launcher's process group would stop bubblewrap itself (and the
+        # kernel with it); ask ipykernel over its control channel to interrupt itself instead.
+        if self.sandbox and self.has_kernel:
+            msg = self.session.msg("interrupt_request", content={})
+            self._connect_control_socket()
+            self.session.send(self._control_socket, msg)
+            return
+        await super()._async_interrupt_kernel()
+
+    interrupt_kernel = _async_interrupt_kernel
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if not restart:
+            remove_cgroup(self._cgroup)
+            self._cgroup = None
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+                self._scratch = None
