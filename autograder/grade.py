@@ -31,6 +31,7 @@ import re
 import shutil
 import sys
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -90,7 +91,9 @@ def _readable(path: Path) -> str | None:
     if data.get("nbformat") not in (3, 4):
         return f"unreadable: notebook format {data.get('nbformat')}, expected 4"
     try:
-        nbformat.reads(raw.decode("utf-8"), as_version=4)
+        with warnings.catch_warnings():  # missing or duplicate cell ids are repaired later
+            warnings.simplefilter("ignore")
+            nbformat.reads(raw.decode("utf-8"), as_version=4)
     except Exception as err:  # nbformat's own reader refuses it
         return f"unreadable: {type(err).__name__}"
     return None
@@ -239,6 +242,8 @@ def _grade_task(student: str, a: str, files: list[tuple[str, Path]]) -> tuple[Ro
         row = _worker.grade(student, a, files)
     except Exception as err:  # one bad submission never stops the others
         row = Row(student, a, 0.0, max_score(a), f"error: {type(err).__name__}: {str(err)[:100]}")
+    finally:
+        sandbox_mod.sweep()
     return row, time.perf_counter() - start
 
 

@@ -230,7 +230,7 @@ def cases() -> list[Case]:
         C("m_duplicated_test", NB1, "full", "ok", lambda: _bytes(_duplicate_test(_filled(NB1))),
           why="a copy-pasted test cell: the same cell id twice aborts plain nbgrader's batch"),
         C("m_deleted_tests", NB2, "full", "ok", lambda: _bytes(_delete_tests(_filled(NB2)))),
-        C("m_reordered_solutions", NB1, "full", "ok", lambda: _bytes(_reverse_solutions(_strip_metadata(_filled(NB1))))),
+        C("m_reordered_solutions", NB1, "full", "ok", lambda: _bytes(_strip_metadata(_reverse_solutions(_filled(NB1))))),
         C("m_markdown_solution", NB2, "full", "ok", lambda: _bytes(_markdown_solution(_filled(NB2)))),
         C("m_helper_cells", NB1, "full", "ok", lambda: _bytes(_helper_cells(_filled(NB1)))),
         C("m_warnings", NB1, "full", "ok", lambda: _bytes(_warns(_filled(NB1))),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import uuid
+import warnings
 from dataclasses import dataclass, field
 
 import nbformat
@@ -86,7 +87,9 @@ def _as_code(cell) -> str:
 
 def repair(text: str, template: NotebookNode) -> Repair:
     """Rebuild the submission ``text`` (notebook JSON) on ``template`` (the released notebook)."""
-    raw = nbformat.reads(text, as_version=4)
+    with warnings.catch_warnings():  # missing or duplicate ids: exactly what is being repaired
+        warnings.simplefilter("ignore")
+        raw = nbformat.reads(text, as_version=4)
     fixes: list[str] = []
     if raw.get("nbformat_minor", 5) < 5 or any("id" not in c for c in raw.cells):
         fixes.append(f"nbformat 4.{raw.get('nbformat_minor', '?')} cells without ids")
@@ -114,12 +117,16 @@ def repair(text: str, template: NotebookNode) -> Repair:
     # 2. The others by content, best match first.
     pairs = sorted(((_similarity(tcells[t].source, _as_code(c)), t, s) for t in solution_idx if t not in found
                     for s, c in enumerate(cells) if s not in owner), reverse=True)
+    by_content, from_markdown = [], []
     for score, t, s in pairs:
         if score >= 0.5 and t not in found and s not in owner:
             found[t], owner[s] = s, t
             gid = _meta(tcells[t]).get("grade_id")
-            how = "a markdown cell, turned back into code" if cells[s].cell_type == "markdown" else "its content"
-            fixes.append(f"{gid}: found by {how} (nbgrader metadata lost)")
+            (from_markdown if cells[s].cell_type == "markdown" else by_content).append(gid)
+    if by_content:
+        fixes.append(f"nbgrader metadata lost: found {', '.join(sorted(by_content))} by content")
+    if from_markdown:
+        fixes.append(f"{', '.join(sorted(from_markdown))}: a markdown cell, turned back into code")
     missing = [_meta(tcells[t]).get("grade_id") for t in solution_idx if t not in found]
 
     # Test cells and given cells: recognised so they are not kept as extras; restored from the template.

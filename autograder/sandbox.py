@@ -20,6 +20,7 @@ run, whether bubblewrap works here, with a message naming the fix when it does n
 """
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import site
@@ -33,7 +34,7 @@ from pathlib import Path
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Bool, Integer
 
-__all__ = ["SandboxKernelManager", "SandboxUnavailable", "check", "DEFAULT_MEMORY_MB", "DEFAULT_CPU_S",
+__all__ = ["SandboxKernelManager", "SandboxUnavailable", "check", "sweep", "DEFAULT_MEMORY_MB", "DEFAULT_CPU_S",
            "DEFAULT_WALL_S", "DEFAULT_PROCESSES"]
 
 DEFAULT_MEMORY_MB = 6144   # address space; torch alone maps ~1.5 GB of it
@@ -134,6 +135,20 @@ def command(argv: list[str], scratch: Path, *, memory_mb: int = DEFAULT_MEMORY_M
     return cmd
 
 
+_live: dict[int, tuple[Path | None, Path | None]] = {}  # id(manager) -> (scratch, cgroup) not yet removed
+
+
+def sweep() -> None:
+    """Remove what kernels of this process left behind (a kernel that died skips its clean-up)."""
+    for key, (scratch, cgroup) in list(_live.items()):
+        remove_cgroup(cgroup)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        _live.pop(key, None)
+
+
+atexit.register(sweep)
+
 _checked: dict[str, str | None] = {}
 
 
@@ -182,6 +197,7 @@ class SandboxKernelManager(AsyncKernelManager):
             self.ip = str(self._scratch / "ipc" / "k")
             self.connection_file = str(self._scratch / "ipc" / "kernel.json")
             self._cgroup = pids_cgroup(self.processes)
+            _live[id(self)] = (self._scratch, self._cgroup)
             kw.pop("cwd", None)
             # ipykernel's start-up notes would bury the grading progress.
             kw.setdefault("stdout", subprocess.DEVNULL)
@@ -211,6 +227,7 @@ class SandboxKernelManager(AsyncKernelManager):
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)
         if not restart:
+            _live.pop(id(self), None)
             remove_cgroup(self._cgroup)
             self._cgroup = None
             if self._scratch is not None:

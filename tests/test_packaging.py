@@ -1,4 +1,5 @@
 """Set-up files agree with each other and with the README."""
+import os
 import re
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def test_environment_yml_and_requirements_list_the_same_packages():
 def readme_commands():
     text = (ROOT / "README.md").read_text()
     head = "\n".join(text.splitlines()[:25])
-    return re.findall(r"^\s*(python3 -m venv .+)$", head, re.M)
+    return re.findall(r"^\s*(scripts/setup && .+)$", head, re.M)
 
 
 def test_readme_starts_with_the_demo_and_test_commands_and_ci_runs_the_test_one():
@@ -55,6 +56,13 @@ def test_readme_starts_with_the_demo_and_test_commands_and_ci_runs_the_test_one(
     assert demo.endswith("-m autograder demo") and "pytest" in tests
     ci = (ROOT / ".ci" / "run").read_text()
     assert tests in ci
+
+
+def test_setup_script_installs_the_sandbox_and_the_requirements():
+    setup = (ROOT / "scripts" / "setup").read_text()
+    assert os.access(ROOT / "scripts" / "setup", os.X_OK)
+    assert "apt-get install" in setup and "bubblewrap" in setup and "command -v bwrap" in setup
+    assert "python3 -m venv .venv" in setup and "pip install -q -r requirements.txt" in setup
 
 
 @pytest.mark.slow
