@@ -117,6 +117,8 @@ def nbgrader_api(*, release: Path | None = None, submitted: Path | None = None, 
         over.SandboxKernelManager.wall_s = limits.notebook_timeout
         over.SandboxKernelManager.memory_mb = limits.memory_mb
         over.SandboxKernelManager.cpu_s = limits.cpu_s
+        over.SandboxKernelManager.threads = limits.threads
+        over.GuardedExecute.shutdown_kernel = "immediate"  # the notebook is done: no need to wait for a clean exit
     config.merge(over)
     if quiet:
         logging.getLogger("traitlets").setLevel(logging.ERROR)

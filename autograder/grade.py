@@ -33,14 +33,14 @@ import sys
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import nbformat
 
 from . import course
 from . import sandbox as sandbox_mod
-from .collect import Problem, Submission, collect, read_roster
+from .collect import collect, read_roster
 
 FIELDS = ["student", "assignment", "score", "max_score", "status", "notes"]
 
@@ -153,7 +153,6 @@ class Limits:
     memory_mb: int = sandbox_mod.DEFAULT_MEMORY_MB
     cpu_s: int = sandbox_mod.DEFAULT_CPU_S
     threads: int = 0                     # torch/OpenMP threads per kernel (0: cores / workers)
-    extra: dict = field(default_factory=dict)
 
 
 class Grader:
@@ -163,9 +162,6 @@ class Grader:
         self.work, self.limits = work, limits
         work.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(base_db, work / "gradebook.db")
-        if limits.threads:
-            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-                os.environ[var] = str(limits.threads)
         self.api = course.nbgrader_api(release=work / "release", submitted=work / "submitted",
                                        autograded=work / "autograded", feedback=feedback,
                                        db=work / "gradebook.db", timeout=limits.cell_timeout, limits=limits)

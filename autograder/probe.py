@@ -24,7 +24,6 @@ import or patch ahead of time); it returns a list of problems, empty when all is
 from __future__ import annotations
 
 import inspect
-import json
 
 __all__ = ["snapshot_code", "probe_code", "RESULT"]
 
@@ -140,7 +139,7 @@ def _kernel_probe(baseline):  # runs inside the student's kernel; must be self-c
         canary("torch.allclose", lambda: torch.allclose(zero, one) is not False)
         canary("torch.isclose", lambda: bool(torch.isclose(zero, one).any()))
         canary("torch.equal", lambda: torch.equal(zero, one) is not False)
-        canary("torch.testing.assert_close", lambda: passes(lambda: torch.testing.assert_close(zero, one)))
+        # (no assert_close canary: its first call imports torch.distributed, 0.8 s; its identity is checked)
         canary("torch.linalg.slogdet", lambda: abs(float(torch.linalg.slogdet(
             torch.diag(torch.tensor([2.0, 3.0], dtype=torch.float64)))[1]) - math.log(6.0)) > 1e-9)
         canary("tensor comparison", lambda: bool((zero == one).any()) or bool((zero - one).abs().max() < 0.5))

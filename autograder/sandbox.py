@@ -46,6 +46,7 @@ WORK = "/tmp/work"          # the kernel's working directory and HOME, inside th
 # Files under /etc a Python/torch/matplotlib kernel reads; the rest of /etc stays out.
 ETC = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "fonts", "passwd", "group",
        "nsswitch.conf", "hosts", "mime.types", "ssl"]
+THREAD_VARS = ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"]
 ENV_KEEP = ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "NBGRADER_EXECUTION", "NBGRADER_VALIDATING",
             "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TZ"]
 
@@ -111,7 +112,7 @@ def remove_cgroup(group: Path | None) -> None:
 
 def command(argv: list[str], scratch: Path, *, memory_mb: int = DEFAULT_MEMORY_MB, cpu_s: int = DEFAULT_CPU_S,
             wall_s: int = DEFAULT_WALL_S, processes: int = DEFAULT_PROCESSES, cgroup: Path | None = None,
-            shared: list[str] = ()) -> list[str]:
+            shared: list[str] = (), threads: int = 0) -> list[str]:
     """``argv`` wrapped so that it runs in the sandbox; ``scratch`` becomes its writable WORK dir."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
@@ -124,6 +125,8 @@ def command(argv: list[str], scratch: Path, *, memory_mb: int = DEFAULT_MEMORY_M
     for p in shared:
         cmd += ["--bind", p, p]
     env = {k: os.environ[k] for k in ENV_KEEP if k in os.environ}
+    if threads:
+        env.update({var: str(threads) for var in THREAD_VARS})
     env.update(HOME=WORK, TMPDIR="/tmp", MPLCONFIGDIR=f"{WORK}/.config/matplotlib", PYTHONDONTWRITEBYTECODE="1",
                PYTHONNOUSERSITE="1")
     for k, v in sorted(env.items()):
@@ -181,6 +184,7 @@ class SandboxKernelManager(AsyncKernelManager):
     memory_mb = Integer(DEFAULT_MEMORY_MB, help="Address-space limit of the kernel (MiB).").tag(config=True)
     cpu_s = Integer(DEFAULT_CPU_S, help="CPU-time limit of the kernel (seconds).").tag(config=True)
     wall_s = Integer(DEFAULT_WALL_S, help="Wall-clock limit of one notebook (seconds).").tag(config=True)
+    threads = Integer(0, help="torch/OpenMP threads of the kernel (0: leave as is).").tag(config=True)
     processes = Integer(DEFAULT_PROCESSES, help="Most processes and threads the kernel may run at once.").tag(config=True)
 
     _scratch: Path | None = None
@@ -202,6 +206,8 @@ class SandboxKernelManager(AsyncKernelManager):
             # ipykernel's start-up notes would bury the grading progress.
             kw.setdefault("stdout", subprocess.DEVNULL)
             kw.setdefault("stderr", subprocess.DEVNULL)
+        elif self.threads:
+            kw["env"] = {**(kw.get("env") or os.environ), **{var: str(self.threads) for var in THREAD_VARS}}
         self.started_at = time.monotonic()
         return await super()._async_pre_start_kernel(**kw)
 
@@ -210,7 +216,8 @@ class SandboxKernelManager(AsyncKernelManager):
         if not self.sandbox:
             return argv
         return command(argv, self._scratch / "work", memory_mb=self.memory_mb, cpu_s=self.cpu_s, wall_s=self.wall_s,
-                       processes=self.processes, cgroup=self._cgroup, shared=[str(self._scratch / "ipc")])
+                       processes=self.processes, cgroup=self._cgroup, shared=[str(self._scratch / "ipc")],
+                       threads=self.threads)
 
     async def _async_interrupt_kernel(self) -> None:
         # A signal to the launcher's process group would stop bubblewrap itself (and the

@@ -146,3 +146,16 @@ def test_shards_cover_the_class_and_merge_into_one_csv(tmp_path):
     assert all(rows[s].status == "missing" for s in ("eli", "fay"))
     for s in ("ada", "ben"):
         assert (tmp_path / "merged" / "feedback" / s / nb.assignment / f"{nb.name}.html").exists()
+
+
+def test_without_the_sandbox_the_probes_still_catch_tampering(tmp_path):
+    nb = hostile.NB2
+    subs = tmp_path / "subs"
+    samples.write(samples.filled(nb), subs / "honest" / nb.assignment / f"{nb.name}.ipynb")
+    bad = subs / "cheat" / nb.assignment / f"{nb.name}.ipynb"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(hostile._bytes(hostile._insert_before_first_test(
+        hostile._blank(nb), "import torch\ntorch.allclose = lambda *a, **k: True")))
+    rows = {r.student: r for r in grade(subs, tmp_path / "out", limits=Limits(sandbox=False, cell_timeout=60))}
+    assert (rows["honest"].score, rows["honest"].status) == (7, "ok")
+    assert rows["cheat"].score == 0 and rows["cheat"].status.startswith("tampering detected: torch:allclose")
