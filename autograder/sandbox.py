@@ -118,10 +118,12 @@ def command(argv: list[str], scratch: Path, *, memory_mb: int = DEFAULT_MEMORY_M
     if bwrap is None:
         raise SandboxUnavailable("bubblewrap (bwrap) is not installed")
     cmd = [bwrap, "--unshare-all", "--die-with-parent", "--cap-drop", "ALL", "--hostname", "sandbox",
-           "--uid", "65534", "--gid", "65534", "--clearenv"]
+           "--uid", "65534", "--gid", "65534", "--clearenv",
+           # /tmp first: a checkout or venv living under /tmp is bound on top of it below.
+           "--tmpfs", "/tmp"]
     for p in readable_paths():
         cmd += ["--ro-bind", p, p]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", str(scratch), WORK]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--bind", str(scratch), WORK]
     for p in shared:
         cmd += ["--bind", p, p]
     env = {k: os.environ[k] for k in ENV_KEEP if k in os.environ}
