@@ -84,9 +84,9 @@ def _readable(path: Path) -> str | None:
         return "unreadable: not UTF-8 text"
     except json.JSONDecodeError as err:
         return f"unreadable: invalid JSON (line {err.lineno})"
-    if isinstance(data, dict) and data.get("nbformat") == 3 and isinstance(data.get("worksheets"), list):
-        data["cells"] = []  # nbformat 3 keeps its cells in worksheets; nbformat converts it
-    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+    # nbformat 3 keeps its cells in worksheets (nbformat converts it to 4 when it is read)
+    cells = data.get("worksheets" if data.get("nbformat") == 3 else "cells") if isinstance(data, dict) else None
+    if not isinstance(cells, list):
         return "unreadable: not a notebook (no cells)"
     if data.get("nbformat") not in (3, 4):
         return f"unreadable: notebook format {data.get('nbformat')}, expected 4"
