@@ -60,8 +60,8 @@ def _grade_cells(d: dict, *, solution: bool) -> list[int]:
     return out
 
 
-def _code(source: str, **meta) -> dict:
-    return {"cell_type": "code", "metadata": meta, "source": source, "outputs": [], "execution_count": None}
+def _code(source: str) -> dict:
+    return {"cell_type": "code", "metadata": {}, "source": source, "outputs": [], "execution_count": None}
 
 
 def _insert_before_first_test(d: dict, source: str) -> dict:

@@ -4,12 +4,23 @@
 before feedback is generated. nbgrader's ``ClearHiddenTests`` removes the hidden code from the
 cell source but not from the error output, whose traceback quotes the failing lines with their
 context (nbgrader issue #917).
+
+``GuardedExecute`` is nbgrader's ``Execute`` with the kernel in the sandbox, a tamper probe
+before each test cell, and stderr in test cells not costing points (see its docstring).
 """
 from __future__ import annotations
 
+import ast
+import json
 import re
+from pathlib import Path
 
-from nbgrader.preprocessors import NbGraderPreprocessor
+from nbclient.util import run_sync
+from nbformat.notebooknode import NotebookNode
+from nbgrader.preprocessors import Execute, NbGraderPreprocessor
+
+from . import probe
+from .sandbox import SandboxKernelManager
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 BEGIN, END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -53,16 +64,6 @@ class ScrubHiddenTracebacks(NbGraderPreprocessor):
 # ---------------------------------------------------------------------------------------------
 # Execution: the sandboxed kernel, tamper probes, warnings that do not cost points.
 
-import ast  # noqa: E402
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from nbformat.notebooknode import NotebookNode  # noqa: E402
-from nbclient.util import run_sync  # noqa: E402
-from nbgrader.preprocessors import Execute  # noqa: E402
-
-from . import probe  # noqa: E402
-from .sandbox import SandboxKernelManager  # noqa: E402
 
 REPORT_SUFFIX = ".autograder.json"
 

@@ -32,15 +32,13 @@ RESULT = "__autograder_probe__"
 
 def _kernel_probe(baseline):  # runs inside the student's kernel; must be self-contained
     import builtins
-    import importlib
     import math
     import sys
 
-    def resolve(dotted):
-        parts = dotted.split(":")
-        obj = importlib.import_module(parts[0]) if parts[0] in sys.modules or parts[0] in (
-            "torch", "numpy", "math", "builtins", "sys") else sys.modules.get(parts[0])
-        for attr in parts[1].split(".") if len(parts) > 1 else []:
+    def resolve(dotted):  # "torch:linalg.slogdet" -> the object; KeyError if torch is not loaded
+        module, attrs = dotted.split(":")
+        obj = sys.modules[module]
+        for attr in attrs.split("."):
             obj = getattr(obj, attr)
         return obj
 
@@ -145,7 +143,7 @@ def _kernel_probe(baseline):  # runs inside the student's kernel; must be self-c
         canary("tensor comparison", lambda: bool((zero == one).any()) or bool((zero - one).abs().max() < 0.5))
     if "numpy" in sys.modules:
         np = sys.modules["numpy"]
-        canary("numpy.allclose", lambda: np.allclose(0.0, 1.0) is not np.False_ and np.allclose(0.0, 1.0) is not False)
+        canary("numpy.allclose", lambda: bool(np.allclose(0.0, 1.0)))
         canary("numpy.testing.assert_allclose", lambda: passes(lambda: np.testing.assert_allclose(0.0, 1.0)))
     canary("math.isclose", lambda: math.isclose(0.0, 1.0))
     canary("assert", lambda: passes(lambda: builtins.exec(compile("assert 0 == 1", "<probe>", "exec"), {})))
