@@ -14,6 +14,7 @@ import io
 from dataclasses import dataclass
 
 import nbformat
+import torch
 
 from . import course
 from .samples import strip_markers
@@ -39,6 +40,7 @@ class Outcome:
     visible: str | None  # None: passed; else the error message
     hidden: str | None
     output: str
+    rng_kept: bool = True  # the cell left torch's global random state as it found it
 
 
 def _run(code: str, ns: dict) -> tuple[str | None, str]:
@@ -69,9 +71,11 @@ def run(nb: course.Notebook, answers: dict[str, str] | None = None) -> dict[str,
             _run((answers or {}).get(meta["grade_id"], strip_markers(cell.source)), ns)
         elif meta.get("grade"):
             visible, hidden = split_test(cell.source)
+            state = torch.random.get_rng_state()
             v, out_v = _run(visible, ns)
             h, out_h = _run(hidden, ns) if hidden.strip() else (None, "")
-            results[meta["grade_id"]] = Outcome(v, h, out_v + out_h)
+            kept = torch.equal(state, torch.random.get_rng_state())
+            results[meta["grade_id"]] = Outcome(v, h, out_v + out_h, kept)
         else:  # a locked, given cell (helpers the exercises use)
             err, _ = _run(cell.source, ns)
             if err:

@@ -28,12 +28,14 @@ def _first(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def jacobian_logdet(f: Callable, x: torch.Tensor) -> torch.Tensor:
+def jacobian_logdet(f: Callable, x: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor:
     """Per-sample ``log|det df/dx|`` by autograd and ``slogdet``, shape ``(B,)``.
 
     ``f`` maps a batch ``(B, ...)`` to a batch of the same size ``(B, ...)``, returning ``y`` or
     ``(y, logdet)``. Each sample is pushed through ``f`` alone (a batch of one), so layers
-    must not mix samples, which no flow layer may.
+    must not mix samples, which no flow layer may. With ``create_graph=True`` the result is
+    differentiable with respect to ``f``'s parameters: the ground truth for the gradient that
+    training takes through a layer's log-det.
     """
     out = []
     for i in range(x.shape[0]):
@@ -43,7 +45,7 @@ def jacobian_logdet(f: Callable, x: torch.Tensor) -> torch.Tensor:
         def g(v: torch.Tensor) -> torch.Tensor:
             return _first(f(v.reshape(shape))).reshape(-1)
 
-        jac = torch.autograd.functional.jacobian(g, xi.reshape(-1))
+        jac = torch.autograd.functional.jacobian(g, xi.reshape(-1), create_graph=create_graph)
         if jac.shape[0] != jac.shape[1]:
             raise ValueError(f"f changes the number of dimensions ({jac.shape[1]} -> {jac.shape[0]}): not a bijection")
         out.append(torch.linalg.slogdet(jac).logabsdet)

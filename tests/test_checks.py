@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from autograder import course, harness, samples
+from autograder import course, harness, report, samples
 from glowcourse import checks
 
 NOTEBOOKS = course.notebooks()
@@ -37,7 +37,13 @@ def test_each_catalogued_mistake_fails_its_hidden_and_visible_checks_with_a_caus
     for target in targets:
         assert results[target].hidden is not None, f"hidden checks of {target} accept the mistake {mistake['name']}"
         assert results[target].visible is not None, f"visible check of {target} accepts the mistake {mistake['name']}"
-    assert "Likely cause" in results[targets[0]].visible, results[targets[0]].visible
+    assert "cause" in mistake, f"{mistake['name']}: give the catalogue entry a `cause`"
+    message = results[targets[0]].visible
+    if mistake["cause"]:
+        assert mistake["cause"].lower() in report.likely_cause(message).lower(), (
+            f"{mistake['name']}: the visible message should name the cause {mistake['cause']!r}:\n{message}")
+    else:  # no specific cause can be told apart: the message must not guess one
+        assert "Likely cause" not in message, f"{mistake['name']}: a guess is shown:\n{message}"
     others = {gid: o for gid, o in results.items() if gid not in targets and (o.visible or o.hidden)}
     assert not others, f"{mistake['name']} also failed {sorted(others)}: {others}"
 
@@ -61,6 +67,18 @@ def test_catalogue_size():
     assert exercises <= set(per_cell), sorted(exercises - set(per_cell))
     assert min(per_cell.values()) >= 3, {k: v for k, v in per_cell.items() if v < 3}
     assert len(MISTAKES) >= 60 and len(VARIANTS) >= 15
+
+
+def test_nine_in_ten_catalogued_mistakes_have_a_specific_cause():
+    specific = [m["name"] for _, m in MISTAKES if m.get("cause")]
+    assert len(specific) >= 0.9 * len(MISTAKES), sorted(m["name"] for _, m in MISTAKES if not m.get("cause"))
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.name)
+def test_check_cells_leave_the_students_random_state_as_they_found_it(nb):
+    results = harness.run(nb)
+    changed = [gid for gid, outcome in results.items() if not outcome.rng_kept]
+    assert not changed, f"these check cells change torch's global random state: {changed}"
 
 
 # Correct answers that differ from the solutions must pass too.

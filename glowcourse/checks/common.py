@@ -12,7 +12,7 @@ from torch import nn
 
 from ..density import jacobian_logdet
 
-__all__ = ["CheckFailed", "check_flow_layer"]
+__all__ = ["CheckFailed", "check_flow_layer", "check_logdet_gradient"]
 
 
 class CheckFailed(AssertionError):
@@ -20,14 +20,19 @@ class CheckFailed(AssertionError):
 
 
 def _quiet(check: Callable) -> Callable:
-    """Run a check with warnings recorded, not printed: under nbgrader any stderr output in a
-    test cell scores it 0, so a deprecation warning in torch or in the student's code must not
-    cost a correct answer its points."""
+    """Run a check with warnings recorded, not printed, in a forked random state.
+
+    Under nbgrader any stderr output in a test cell scores it 0, so a deprecation warning in
+    torch or in the student's code must not cost a correct answer its points. Checks seed the
+    generator to build their inputs; the fork restores the caller's (CPU) random state
+    afterwards, whether the check passes or fails, so running a check cell does not change what
+    the student's next cell draws.
+    """
 
     @functools.wraps(check)
     def wrapper(*args, **kwargs):
         __tracebackhide__ = True
-        with warnings.catch_warnings(record=True):
+        with warnings.catch_warnings(record=True), torch.random.fork_rng(devices=[]):
             warnings.simplefilter("always")
             return check(*args, **kwargs)
 
@@ -63,6 +68,8 @@ def _explain(got: torch.Tensor, want: torch.Tensor, known: Iterable[tuple[torch.
     the generic relations (sign, zero, summed over the batch, a constant factor) come after.
     """
     got, want = got.detach().double(), want.detach().double()
+    if got.shape != want.shape:  # shapes first: a value comparison of other shapes proves nothing
+        return None
     for value, cause in known:
         value = torch.as_tensor(value, dtype=torch.float64).expand_as(want)
         if _close(got, value, rtol=1e-4, atol=1e-5):
@@ -71,16 +78,24 @@ def _explain(got: torch.Tensor, want: torch.Tensor, known: Iterable[tuple[torch.
     if nonzero and _close(got, -want, rtol=1e-4, atol=1e-5):
         return "the value has the opposite sign: check which direction adds and which subtracts the log-det."
     if nonzero and _close(got, torch.zeros_like(want)):
-        return "the value is zero where it should not be: a term is missing."
-    if want.numel() > 1 and _close(got, want.sum().expand_as(want), rtol=1e-4, atol=1e-5):
+        return "the value is zero for every sample where it should not be: a term is missing."
+    # The relations below are evidence only where the correct values differ between samples:
+    # when every sample has the same value (a 1x1 convolution's log-det, say), any wrong
+    # constant is "a constant factor" and "a constant offset" at once, and naming either would
+    # be a guess.
+    varies = want.numel() > 1 and float(want.max() - want.min()) > 1e-3 * max(float(want.abs().max()), 1.0)
+    if not varies:
+        return None
+    if _close(got, want.sum().expand_as(want), rtol=1e-4, atol=1e-5):
         return "every sample got the sum over the whole batch: sum over the dimensions of one sample only (dim=1 onwards)."
     if nonzero:
         ratio = got / want
         r = float(ratio.mean())
         if _close(ratio, torch.full_like(ratio, r), rtol=1e-4, atol=1e-6) and abs(r) > 1e-6:
-            return f"the value is {r:.4g} times the correct one: a constant factor is wrong or missing."
-    if _close(got - want, (got - want).mean().expand_as(want), rtol=1e-4, atol=1e-5):
-        return f"the value is off by the same constant {float((got - want).mean()):.4g} for every sample: a constant term is wrong or missing."
+            return f"the value is {r:.4g} times the correct one for every sample: a constant factor is wrong or missing."
+    offset = got - want
+    if _close(offset, offset.mean().expand_as(want), rtol=1e-4, atol=1e-5):
+        return f"the value is off by the same constant {float(offset.mean()):.4g} for every sample: a constant term is wrong or missing."
     return None
 
 
@@ -172,3 +187,40 @@ def check_flow_layer(
     if not torch.allclose(logdet_inv, -logdet.detach(), **tol):
         _fail(f"{name}.inverse", f"logdet {_fmt(logdet_inv)} should be minus the forward one at the matching point, {_fmt(-logdet)}",
               _explain(logdet_inv, -logdet.detach(), [(logdet.detach(), "the inverse returned the forward's log-det: negate it.")]))
+    check_logdet_gradient(layer, x, name=name)
+
+
+def check_logdet_gradient(layer: nn.Module, x: torch.Tensor, *, name: str = "layer") -> None:
+    """Training follows the log-det's gradient, not its value: the gradient of ``sum(logdet)``
+    with respect to every parameter must equal autograd's through the brute-force
+    ``log|det J|`` (``jacobian_logdet(..., create_graph=True)``). A log-det computed from
+    ``.data``, ``.detach()``, ``.item()`` or numpy has the right value and no gradient, so
+    maximum likelihood silently ignores the volume term."""
+    __tracebackhide__ = True
+    params = [(n, p) for n, p in layer.named_parameters() if p.requires_grad]
+    if not params:
+        return
+    tensors = [p for _, p in params]
+    _, logdet = _as_pair(_call(layer, x.detach(), what=f"{name}.forward"), f"{name}.forward")
+    if logdet.requires_grad:
+        got = torch.autograd.grad(logdet.sum(), tensors, allow_unused=True)
+    else:
+        got = [None] * len(tensors)
+    brute = jacobian_logdet(layer, x.detach(), create_graph=True)
+    want = torch.autograd.grad(brute.sum(), tensors, allow_unused=True) if brute.requires_grad else [None] * len(tensors)
+    tol = dict(rtol=1e-3, atol=1e-3) if x.dtype == torch.float32 else dict(rtol=1e-6, atol=1e-7)
+    wrong, missing = [], []
+    for (pname, p), g, w in zip(params, got, want):
+        g = torch.zeros_like(p) if g is None else g
+        w = torch.zeros_like(p) if w is None else w
+        if not torch.allclose(g, w, **tol):
+            (missing if not bool(g.abs().max() > 0) else wrong).append(pname)
+    if missing and not wrong:
+        _fail(f"{name}.forward", f"the log-det has the right value but no gradient with respect to {', '.join(missing)}, "
+              "so training would ignore the log-det term",
+              "the log-det was computed from detached numbers (`.data`, `.detach()`, `.item()`, `float()` or numpy): "
+              "compute it from the parameters themselves.")
+    if missing or wrong:
+        _fail(f"{name}.forward", "the log-det has the right value, but its gradient with respect to "
+              f"{', '.join(missing + wrong)} differs from autograd's through the brute-force log|det J|; "
+              "training would follow the wrong direction")
