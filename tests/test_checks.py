@@ -341,3 +341,42 @@ def test_report_command_prints_the_catalogue():
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "actnorm: mistakes 6 (hidden caught 6" in proc.stdout and "variants 3 (accepted 3)" in proc.stdout
     assert "Likely cause" in proc.stdout  # the messages a student sees
+
+
+# The log-det's gradient: training follows it, so a detached log-det is a wrong answer.
+
+GRADIENT_LAYERS = ["ActNorm", "InvConv2d", "InvConv2dLU", "AffineCoupling", "FlowStep"]
+
+
+def _trained_looking(cls_name, detach):
+    import glowcourse.flows as flows
+
+    base = getattr(flows, cls_name)
+
+    class Layer(base):
+        def forward(self, x):
+            y, logdet = super().forward(x)
+            return y, (logdet.detach() if detach else logdet)
+
+    torch.manual_seed(0)
+    layer = Layer(4).double()
+    x = 2 * torch.randn(3, 4, 2, 2, dtype=torch.float64) + 1
+    layer(x)  # ActNorm's data-dependent init
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return layer, x
+
+
+@pytest.mark.parametrize("cls_name", GRADIENT_LAYERS)
+def test_logdet_gradient_matches_the_brute_force_for_the_reference_layers(cls_name):
+    layer, x = _trained_looking(cls_name, detach=False)
+    checks.check_logdet_gradient(layer, x, name=cls_name)
+
+
+@pytest.mark.parametrize("cls_name", GRADIENT_LAYERS)
+def test_a_detached_logdet_fails_with_its_cause(cls_name):
+    layer, x = _trained_looking(cls_name, detach=True)
+    with pytest.raises(checks.CheckFailed, match="no gradient") as err:
+        checks.check_flow_layer(layer, x, name=cls_name)
+    assert "detached" in report.likely_cause(str(err.value))

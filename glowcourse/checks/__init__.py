@@ -21,7 +21,7 @@ from .change_of_variables import (
     check_dequantize,
     check_flow_log_prob,
 )
-from .common import CheckFailed, check_flow_layer
+from .common import CheckFailed, check_flow_layer, check_logdet_gradient
 from .coupling import check_additive_coupling, check_affine_coupling, check_zero_conv
 from .invconv import check_invconv_dense, check_invconv_lu, check_invconv_lu_training, check_random_rotation
 from .multiscale import check_flow_step, check_glow, check_split, check_squeeze
@@ -29,6 +29,7 @@ from .multiscale import check_flow_step, check_glow, check_split, check_squeeze
 __all__ = [
     "CheckFailed",
     "check_flow_layer",
+    "check_logdet_gradient",
     # notebook 1
     "check_affine_flow",
     "check_compose",
