@@ -14,7 +14,9 @@ each test cell (``probe.py``, through ``preprocessors.GuardedExecute``).
 
 ``status`` is ``ok`` or a short reason: ``missing``, ``missing notebook: ...``, ``missing
 exercise: ...``, ``unreadable: ...``, ``wrong file name: ...``, ``timeout``, ``kernel died``,
-``tampering detected: ...``, ``error: ...``. ``notes`` says what was repaired.
+``tampering detected: ...``, ``error: ...``. ``notes`` says what was repaired, and first, as
+``course's own answer: <exercise>: ...``, any answer that is or wraps the course package's own
+version of that exercise (scored as it is; for the instructor to look at).
 
 Submissions are graded by ``workers`` processes at once (each with its own gradebook), or a
 deterministic ``shard`` of the students (``i/N``) so that several machines share a class;
@@ -205,10 +207,14 @@ class Grader:
             sub = gb.find_submission(a, student)
             row = Row(student, a, float(sub.score), float(sub.max_score), "ok", "; ".join(notes))
         autograded = self.work / "autograded" / student / a
-        tampering = []
+        tampering, references = [], []
         for report in sorted(autograded.glob("*" + REPORT_SUFFIX)):
-            tampering += json.loads(report.read_text()).get("tampering", [])
+            found = json.loads(report.read_text())
+            tampering += found.get("tampering", [])
+            references += found.get("references", [])
             report.unlink()  # not part of the feedback
+        if references:  # scored as it is, but the instructor should look: first in the notes
+            row.notes = "; ".join([f"course's own answer: {r}" for r in references] + ([row.notes] if row.notes else []))
         missing_nbs = {nb.name for nb in course.notebooks(a)} - {name for name, _ in files}
         if tampering:
             row.status = "tampering detected: " + "; ".join(dict.fromkeys(tampering))[:200]

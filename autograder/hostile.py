@@ -215,8 +215,44 @@ for _ in range(children):
 """
 
 
+# A student's own wrapper of torch.manual_seed, after torch.func has imported torch._dynamo (which
+# wraps manual_seed itself): PyTorch's wrapper is accepted, this one is not.
+WRAP_MANUAL_SEED = """import functools
+import torch
+torch.func.jacrev(torch.sin)(torch.zeros(2))  # imports torch._dynamo, which wraps torch.manual_seed
+seed = torch.manual_seed
+torch.manual_seed = functools.wraps(seed)(lambda s: seed(s))
+"""
+
+
+# Strips asserts on the real shell, and defines a get_ipython that returns a stand-in showing the
+# original methods and no AST transformer: the probes take the shell from builtins, not from here.
+FAKE_SHELL = """import ast
+class NoAssert(ast.NodeTransformer):
+    def visit_Assert(self, node):
+        return ast.Pass()
+real = get_ipython()
+real.ast_transformers.append(NoAssert())
+class StandIn:
+    pass
+for m in ("run_cell", "run_cell_async", "run_ast_nodes", "run_code", "showtraceback", "_showtraceback",
+          "showsyntaxerror", "transform_cell", "should_run_async"):
+    setattr(StandIn, m, getattr(type(real), m, None))
+stand_in = StandIn()
+for a in ("displayhook", "kernel", "input_transformers_post", "input_transformer_manager", "events"):
+    setattr(stand_in, a, getattr(real, a))
+stand_in.ast_transformers = []
+get_ipython = lambda: stand_in
+"""
+
+
+def _variant(nb, name: str) -> dict:
+    chosen = [v for v in samples.variants(nb.assignment) if v["name"] == name]
+    return _nb(samples.with_mistake(samples.filled(nb), chosen[0]))
+
+
 def cases() -> list[Case]:
-    """The catalogue (33 cases over notebooks 1-4)."""
+    """The catalogue (37 cases over notebooks 1-4)."""
     C = Case
     return [
         # -- mangled: a correct answer must keep full marks --------------------------------
@@ -235,6 +271,8 @@ def cases() -> list[Case]:
         C("m_helper_cells", NB1, "full", "ok", lambda: _bytes(_helper_cells(_filled(NB1)))),
         C("m_warnings", NB1, "full", "ok", lambda: _bytes(_warns(_filled(NB1))),
           why="a correct answer printing a UserWarning on stderr inside the checks"),
+        C("m_torch_func", NB1, "full", "ok", lambda: _bytes(_variant(NB1, "brute-jacrev-vmap")),
+          why="torch.func.jacrev imports torch._dynamo, which rebinds torch.manual_seed: PyTorch's own, not tampering"),
         C("m_missing_exercise", NB1, "partial", "missing exercise: bits_per_dim",
           lambda: _bytes(_delete_solution(_filled(NB1), "bits_per_dim"))),
         C("m_no_cells", NB2, "zero", "missing exercise: actnorm", lambda: _bytes({**_blank(NB2), "cells": []})),
@@ -282,6 +320,12 @@ def cases() -> list[Case]:
           lambda: _bytes(_insert_before_first_test(_blank(NB2), "ip = get_ipython()\n"
                                                    "ip.showtraceback = lambda *a, **k: None\n"
                                                    "ip._showtraceback = lambda *a, **k: None"))),
+        C("h_wrap_manual_seed", NB1, "zero", "tampering detected: torch:manual_seed",
+          lambda: _bytes(_insert_before_first_test(_filled(NB1), WRAP_MANUAL_SEED)),
+          why="the student's own wrapper of manual_seed, next to PyTorch's"),
+        C("h_fake_get_ipython", NB1, "at most blank", "tampering detected: ast_transformers",
+          lambda: _bytes(_insert_before_first_test(_blank(NB1), FAKE_SHELL)),
+          why="a get_ipython of the student's own hiding an assert-stripping transformer"),
         C("h_tests_replaced", NB2, "at most blank", "ok", lambda: _bytes(_tests_pass(_blank(NB2))),
           why="test cells edited to `pass`: restored from the source"),
     ]

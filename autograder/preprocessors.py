@@ -6,11 +6,13 @@ cell source but not from the error output, whose traceback quotes the failing li
 context (nbgrader issue #917).
 
 ``GuardedExecute`` is nbgrader's ``Execute`` with the kernel in the sandbox, a tamper probe
-before each test cell, and stderr in test cells not costing points (see its docstring).
+before each test cell, a note when an answer is the course's own reference, and stderr in
+test cells not costing points (see its docstring).
 """
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 from pathlib import Path
@@ -19,7 +21,8 @@ from nbclient.util import run_sync
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 
-from . import probe
+from . import course, probe
+from .samples import solution_sources
 from .sandbox import SandboxKernelManager
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -73,6 +76,34 @@ def is_test_cell(cell) -> bool:
     return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
 
 
+def defined_names(source: str) -> list[str]:
+    """The names a cell defines at its top level (functions, classes, assignments, imports)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names += [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names += [(a.asname or a.name).split(".")[0] for a in node.names]
+    return list(dict.fromkeys(names))
+
+
+@functools.lru_cache(maxsize=None)
+def exercise_names(assignment: str) -> dict[str, tuple[str, ...]]:
+    """grade_id -> the names the course's solution cell defines (what its checks are given)."""
+    out = {}
+    for nb in course.notebooks(assignment):
+        for gid, source in solution_sources(nb).items():
+            out[gid] = tuple(defined_names(source))
+    return out
+
+
 class GuardedExecute(Execute):
     """nbgrader's ``Execute``, with the kernel in the sandbox and a tamper probe before each test cell.
 
@@ -81,6 +112,10 @@ class GuardedExecute(Execute):
       (``autograder/probe.py``); before each graded test cell a probe compares against it. If
       anything was replaced, the test cell is not run: it gets a ``TamperingDetected`` error
       (so it scores 0) and the row's status says what was found.
+    - Before each test cell, the objects its exercise defines are inspected in the kernel
+      (``probe.references_code``): an answer that is, subclasses or whose code reaches the
+      course's own version of that exercise (``glowcourse.flows``, ``glowcourse.density``,
+      ...) is listed in ``references``; the score stands.
     - Output on stderr in a test cell (a ``UserWarning`` from correct code) is shown as
       stdout: nbgrader would score any stderr output 0, but the checks fail by raising.
 
@@ -93,6 +128,8 @@ class GuardedExecute(Execute):
         super().__init__(*args, **kwargs)
         self._baseline = None
         self.tampering: list[str] = []
+        self.references: list[str] = []
+        self._assignment = None
 
     async def _user_expression(self, code: str):
         msg_id = self.kc.execute(code, silent=True, store_history=False, user_expressions={"r": probe.RESULT})
@@ -110,6 +147,7 @@ class GuardedExecute(Execute):
         if self._baseline is None:
             self._baseline = await self._user_expression(probe.snapshot_code()) or {}
         if is_test_cell(cell) and cell.source.strip():
+            await self._examine_exercise(cell_index)
             problems = await self._user_expression(probe.probe_code(self._baseline))
             if problems is None:
                 problems = ["the tamper probe could not run"]
@@ -130,15 +168,34 @@ class GuardedExecute(Execute):
                     out["name"] = "stdout"
         return cell
 
+    async def _examine_exercise(self, test_index: int) -> None:
+        """Note an exercise whose answer is the course's own reference. At each of its test cells:
+        an answer swapped for the reference between two of them is noted too."""
+        solution = next((c for c in reversed(self.nb.cells[:test_index])
+                         if c.get("metadata", {}).get("nbgrader", {}).get("solution")), None)
+        if solution is None:
+            return
+        gid = solution.metadata["nbgrader"].get("grade_id", "")
+        try:
+            names = exercise_names(self._assignment)[gid] if self._assignment else None
+        except (KeyError, SystemExit):
+            names = None
+        names = names or defined_names(solution.source)
+        found = await self._user_expression(probe.references_code(names, probe.EXTRA_REFERENCES.get(gid, [])))
+        for what in found or []:
+            if f"{gid}: {what}" not in self.references:
+                self.references.append(f"{gid}: {what}")
+
     # nbclient binds its synchronous wrapper to its own coroutine: rebind it to this one.
     execute_cell = run_sync(async_execute_cell)
 
     def preprocess(self, nb, resources=None, km=None):
-        self._baseline, self.tampering = None, []
+        self._baseline, self.tampering, self.references = None, [], []
+        self._assignment = (resources or {}).get("nbgrader", {}).get("assignment")
         try:
             return super().preprocess(nb, resources, km=km)
         finally:
             meta = (resources or {}).get("metadata", {})
             if meta.get("path") and meta.get("name"):
                 report = Path(meta["path"]) / (meta["name"] + REPORT_SUFFIX)
-                report.write_text(json.dumps({"tampering": self.tampering}))
+                report.write_text(json.dumps({"tampering": self.tampering, "references": self.references}))
