@@ -93,6 +93,9 @@ def test_tampering_status_names_what_was_replaced(graded):
     assert "ast_transformers" in status["h_strip_asserts"]
     assert "showtraceback" in status["h_hide_tracebacks"]
     assert "glowcourse.checks.actnorm" in status["h_check_noop"]
+    assert "torch:manual_seed" in status["h_wrap_manual_seed"]  # a student's wrapper, unlike PyTorch's own
+    assert "ast_transformers" in status["h_fake_get_ipython"]
+    assert status["m_torch_func"] == "ok"  # torch.func imports dynamo, which wraps manual_seed: not tampering
 
 
 def test_feedback_for_graded_cases_never_shows_hidden_tests(graded):

@@ -1,0 +1,348 @@
+"""Notebooks 1 and 2: the checks test what the spec allows (image latents, several channels, a
+second call, a negative scale, an optimizer built before ActNorm's first batch), name a cause
+only where the numbers prove it, hidden (strict) parts test more, and all of it stays fast."""
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from autograder import report
+from glowcourse import checks, flows
+from glowcourse.density import standard_normal_log_prob
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 1
+
+
+def log_prob_flatten(flow, x):
+    z, logdet = flow(x)
+    return (-0.5 * z**2 - 0.9189385332046727).flatten(1).sum(1) + logdet
+
+
+def cause_of(err) -> str:
+    return report.likely_cause(str(err.value))
+
+
+def test_log_prob_is_checked_on_image_latents():
+    checks.check_flow_log_prob(log_prob_flatten, strict=True)
+    checks.check_flow_log_prob(log_prob_flatten, dim=2, batch=3, image=(4, 1, 3), seed=2, dtype=torch.float32, strict=True)
+
+    def sum_dim1(flow, x):  # right for flat latents
+        z, logdet = flow(x)
+        return (-0.5 * z**2 - 0.9189385332046727).sum(1) + logdet
+
+    with pytest.raises(checks.CheckFailed, match="image latents") as err:
+        checks.check_flow_log_prob(sum_dim1)
+    assert ".flatten(1).sum(1)" in cause_of(err)
+
+    def constant_without_channels(flow, x):  # D = H*W: right for flat latents and one channel
+        z, logdet = flow(x)
+        d = z[0, 0].numel() if z.dim() == 4 else z.shape[1]
+        return (-0.5 * z**2).flatten(1).sum(1) - 0.5 * d * 1.8378770664093453 + logdet
+
+    with pytest.raises(checks.CheckFailed) as err:
+        checks.check_flow_log_prob(constant_without_channels)
+    assert "without the channels" in cause_of(err)
+
+
+def test_log_prob_strict_needs_a_gradient():
+    def detached(flow, x):
+        return log_prob_flatten(flow, x).detach()
+
+    checks.check_flow_log_prob(detached)  # the visible check looks at values only
+    with pytest.raises(checks.CheckFailed, match="no gradient"):
+        checks.check_flow_log_prob(detached, strict=True)
+
+
+def test_bits_per_dim_uses_its_argument_and_leaves_its_input():
+    def hardcoded(log_prob, n_dims, n_bins):
+        return (-log_prob + 64 * torch.log(torch.tensor(float(n_bins)))) / (64 * torch.log(torch.tensor(2.0)))
+
+    with pytest.raises(checks.CheckFailed) as err:
+        checks.check_bits_per_dim(hardcoded)  # D = 48: a 3-channel 4x4 image
+    assert "not the n_dims argument" in cause_of(err)
+
+    def in_place(log_prob, n_dims, n_bins):
+        log_prob.neg_()
+        return (log_prob + n_dims * torch.log(torch.tensor(float(n_bins), dtype=log_prob.dtype))) / (n_dims * 0.6931471805599453)
+
+    with pytest.raises(checks.CheckFailed, match="in place"):
+        checks.check_bits_per_dim(in_place)
+    with pytest.raises(checks.CheckFailed, match="differentiable"):
+        checks.check_bits_per_dim(lambda lp, d, n: ((-lp + d * torch.log(torch.tensor(float(n), dtype=lp.dtype))) / (d * 0.6931471805599453)).detach(),
+                                  strict=True)
+
+
+def test_compose_is_checked_on_images_and_in_order():
+    class ReversedCompose(nn.Module):  # a flow, but not the composition asked for
+        def __init__(self, layers):
+            super().__init__()
+            self.layers = nn.ModuleList(layers)
+
+        def forward(self, x):
+            logdet = torch.zeros(x.shape[0], dtype=x.dtype)
+            for layer in reversed(self.layers):
+                x, ld = layer(x)
+                logdet = logdet + ld
+            return x, logdet
+
+        def inverse(self, y):
+            logdet = torch.zeros(y.shape[0], dtype=y.dtype)
+            for layer in self.layers:
+                y, ld = layer.inverse(y)
+                logdet = logdet + ld
+            return y, logdet
+
+    with pytest.raises(checks.CheckFailed) as err:
+        checks.check_compose(ReversedCompose)
+    assert "reverse order" in cause_of(err)
+
+
+def test_brute_force_strict_needs_slogdet_stability():
+    def via_det(f, x):
+        out = []
+        for i in range(x.shape[0]):
+            xi = x[i : i + 1]
+            jac = torch.autograd.functional.jacobian(lambda v: f(v.reshape(xi.shape)).reshape(-1), xi.reshape(-1))
+            out.append(torch.linalg.det(jac).abs().log())
+        return torch.stack(out)
+
+    checks.check_brute_force_logdet(via_det)  # fine on small, well-scaled maps
+    with pytest.raises(checks.CheckFailed) as err:
+        checks.check_brute_force_logdet(via_det, strict=True)
+    assert "slogdet" in cause_of(err)
+
+
+def test_dequantize_strict_needs_independent_noise():
+    def one_draw_per_image(x, n_bins):
+        x = x.float()
+        u = torch.rand(x.shape[0], *([1] * (x.dim() - 1)))
+        return (x + u) / n_bins
+
+    checks.check_dequantize(one_draw_per_image)  # the marginal of each element is uniform
+    with pytest.raises(checks.CheckFailed, match="correlated"):
+        checks.check_dequantize(one_draw_per_image, strict=True)
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["visible", "strict"])
+@pytest.mark.parametrize("make", [
+    lambda strict: checks.check_bits_per_dim(__import__("glowcourse").bits_per_dim, strict=strict),
+    lambda strict: checks.check_dequantize(lambda x, n: __import__("glowcourse").dequantize(x, n), strict=strict),
+    lambda strict: checks.check_flow_log_prob(lambda flow, x: (lambda z, ld: standard_normal_log_prob(z) + ld)(*flow(x)), strict=strict),
+    lambda strict: checks.check_brute_force_logdet(__import__("glowcourse").jacobian_logdet, strict=strict),
+], ids=["bits_per_dim", "dequantize", "standard_normal_log_prob", "jacobian_logdet"])
+def test_answers_that_run_the_packages_reference_pass_the_checks(make, strict):
+    # Correct values pass; that the answer reuses the course's own version is the grader's
+    # note for the instructor (autograder/probe.py), not a check failure.
+    make(strict)
+
+
+def test_a_crash_inside_torch_is_not_reported_as_a_blank_exercise():
+    with pytest.raises(checks.CheckFailed) as err:
+        checks.check_dequantize(lambda x, n: (x + torch.rand_like(x)) / n)  # rand_like of an integer tensor
+    assert "not implemented yet" not in str(err.value) and "convert x to float" in cause_of(err)
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 2
+
+
+class ActNormLogScale(nn.Module):
+    """(x - b) * exp(-log_s): a log-scale parametrisation, biased std, keepdim statistics."""
+
+    def __init__(self, num_channels):
+        super().__init__()
+        self.b = nn.Parameter(torch.zeros(1, num_channels, 1, 1))
+        self.log_s = nn.Parameter(torch.zeros(1, num_channels, 1, 1))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.uint8))
+
+    def forward(self, x):
+        if self.initialized.item() == 0:
+            with torch.no_grad():
+                self.b.copy_(x.mean(dim=(0, 2, 3), keepdim=True))
+                self.log_s.copy_(torch.log(x.std(dim=(0, 2, 3), keepdim=True, unbiased=False) + 1e-6))
+                self.initialized.fill_(1)
+        hw = x.shape[2] * x.shape[3]
+        return (x - self.b) * torch.exp(-self.log_s), (-hw * self.log_s.sum()).repeat(x.shape[0])
+
+    def inverse(self, y):
+        hw = y.shape[2] * y.shape[3]
+        return y * torch.exp(self.log_s) + self.b, (hw * self.log_s.sum()).repeat(y.shape[0])
+
+
+class ActNormPaperForm(nn.Module):
+    """The paper's y = s * x + b with b = -mean / std, its init through `.data`."""
+
+    def __init__(self, num_channels):
+        super().__init__()
+        self.s = nn.Parameter(torch.ones(1, num_channels, 1, 1))
+        self.b = nn.Parameter(torch.zeros(1, num_channels, 1, 1))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def forward(self, x):
+        if not self.initialized:
+            mean, std = x.mean(dim=(0, 2, 3), keepdim=True), x.std(dim=(0, 2, 3), keepdim=True)
+            self.s.data = 1 / (std + 1e-6)
+            self.b.data = -mean / (std + 1e-6)
+            self.initialized.fill_(True)
+        h, w = x.shape[-2:]
+        return self.s * x + self.b, (h * w * self.s.abs().log().sum()).expand(x.shape[0])
+
+    def inverse(self, y):
+        h, w = y.shape[-2:]
+        return (y - self.b) / self.s, (-h * w * self.s.abs().log().sum()).expand(y.shape[0])
+
+
+@pytest.mark.parametrize("cls", [ActNormLogScale, ActNormPaperForm], ids=["log-scale", "paper-form"])
+def test_other_correct_actnorms_pass_visible_and_strict(cls):
+    for dtype in (torch.float64, torch.float32):
+        checks.check_actnorm_init(cls, dtype=dtype)
+        checks.check_actnorm_flow(cls, dtype=dtype)
+        checks.check_actnorm_state(cls, dtype=dtype)
+    for seed in range(3):
+        checks.check_actnorm_init(cls, channels=5, batch=2, hw=(3, 5), seed=seed, dtype=torch.float32, strict=True)
+        checks.check_actnorm_flow(cls, channels=4, batch=3, hw=(3, 2), seed=seed, strict=True)
+        checks.check_actnorm_state(cls, channels=6, batch=4, hw=(2, 2), seed=seed, strict=True)
+
+
+def test_the_reference_actnorm_and_a_subclass_of_it_pass():
+    # Reusing the course's ActNorm is the grader's note for the instructor, not a check failure.
+    for cls in (flows.ActNorm, type("ActNorm", (flows.ActNorm,), {})):
+        checks.check_actnorm_init(cls, strict=True)
+        checks.check_actnorm_flow(cls, strict=True)
+        checks.check_actnorm_state(cls, strict=True)
+
+
+def _patched(**methods):
+    return type("ActNorm", (flows.ActNorm,), methods)
+
+
+def test_actnorm_parameters_must_stay_the_same_objects():
+    def initialize(self, x):
+        flat = x.transpose(0, 1).reshape(x.shape[1], -1)
+        self.loc = nn.Parameter(-flat.mean(1).view(1, -1, 1, 1))
+        self.scale = nn.Parameter(1 / (flat.std(1).view(1, -1, 1, 1) + self.eps))
+        self.initialized.fill_(True)
+
+    cls = _patched(initialize=torch.no_grad()(initialize))
+    checks.check_actnorm_flow(cls)  # as a flow it is fine
+    with pytest.raises(checks.CheckFailed, match="optimizer") as err:
+        checks.check_actnorm_init(cls)
+    assert "new nn.Parameter" in cause_of(err)
+
+
+def test_actnorm_negative_scale_names_log_abs():
+    def forward(self, x):
+        if not self.initialized:
+            self.initialize(x)
+        h, w = x.shape[-2:]
+        return self.scale * (x + self.loc), (h * w * torch.log(self.scale).sum()).expand(x.shape[0])
+
+    cls = _patched(forward=forward)
+    with pytest.raises(checks.CheckFailed, match="negative") as err:
+        checks.check_actnorm_flow(cls)
+    assert "log|scale|" in cause_of(err) and "mask" not in str(err.value)
+
+
+def test_actnorm_logdet_gradient_goes_through_the_flow_check():
+    def forward(self, x):
+        if not self.initialized:
+            self.initialize(x)
+        h, w = x.shape[-2:]
+        return self.scale * (x + self.loc), (h * w * torch.log(self.scale.data.abs()).sum()).expand(x.shape[0])
+
+    with pytest.raises(checks.CheckFailed, match="no gradient") as err:
+        checks.check_actnorm_flow(_patched(forward=forward))
+    assert "detached" in cause_of(err)
+
+
+def test_actnorm_strict_flow_reads_hw_from_each_input():
+    def forward(self, x):
+        if not self.initialized:
+            self.initialize(x)
+            self.hw = x.shape[2] * x.shape[3]
+        return self.scale * (x + self.loc), (self.hw * torch.log(self.scale.abs()).sum()).expand(x.shape[0])
+
+    def inverse(self, y):
+        return y / self.scale - self.loc, (-self.hw * torch.log(self.scale.abs()).sum()).expand(y.shape[0])
+
+    cls = _patched(forward=forward, inverse=inverse)
+    checks.check_actnorm_flow(cls)
+    with pytest.raises(checks.CheckFailed, match="images after an init"):
+        checks.check_actnorm_flow(cls, strict=True)
+
+
+def test_actnorm_causes_are_not_guessed_for_an_unrelated_bug():
+    def initialize(self, x):  # a scale from the max: neither the variance, nor the mean image, nor ...
+        flat = x.transpose(0, 1).reshape(x.shape[1], -1)
+        self.loc.copy_(-flat.mean(1).view(1, -1, 1, 1))
+        self.scale.copy_(1 / flat.abs().max(1).values.view(1, -1, 1, 1))
+        self.initialized.fill_(True)
+
+    with pytest.raises(checks.CheckFailed, match="std") as err:
+        checks.check_actnorm_init(_patched(initialize=torch.no_grad()(initialize)))
+    assert "Likely cause" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Speed and the student's random state
+
+
+def test_visible_checks_are_fast_and_leave_the_random_state():
+    import math
+
+    class Affine(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.log_scale = nn.Parameter(torch.zeros(dim))
+            self.shift = nn.Parameter(torch.zeros(dim))
+
+        def forward(self, x):
+            return x * self.log_scale.exp() + self.shift, self.log_scale.sum().expand(x.shape[0])
+
+        def inverse(self, y):
+            return (y - self.shift) * (-self.log_scale).exp(), -self.log_scale.sum().expand(y.shape[0])
+
+    def brute(f, x):
+        return torch.stack([torch.linalg.slogdet(torch.autograd.functional.jacobian(
+            lambda v: f(v.reshape(x[i : i + 1].shape)).reshape(-1), x[i].reshape(-1))).logabsdet for i in range(x.shape[0])])
+
+    state = torch.random.get_rng_state()
+    start = time.perf_counter()
+    checks.check_affine_flow(Affine)
+    checks.check_brute_force_logdet(brute)
+    checks.check_flow_log_prob(log_prob_flatten)
+    checks.check_dequantize(lambda x, n: (x.float() + torch.rand(x.shape)) / n)
+    checks.check_bits_per_dim(lambda lp, d, n: (-lp + d * math.log(n)) / (d * math.log(2)))
+    checks.check_actnorm_init(ActNormLogScale)
+    checks.check_actnorm_flow(ActNormLogScale)
+    checks.check_actnorm_state(ActNormLogScale)
+    elapsed = time.perf_counter() - start
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert elapsed < 10, f"the visible checks took {elapsed:.1f} s"
+
+
+def test_actnorm_init_must_not_change_the_batch_in_place():
+    def initialize(self, x):
+        x -= x.mean(dim=(0, 2, 3), keepdim=True)  # the caller's batch is centred too
+        self.loc.zero_()
+        self.scale.copy_(1 / (x.std(dim=(0, 2, 3), keepdim=True) + self.eps))
+        self.initialized.fill_(True)
+
+    with pytest.raises(checks.CheckFailed, match="in place") as err:
+        checks.check_actnorm_init(_patched(initialize=torch.no_grad()(initialize)))
+    assert "in-place operation" in cause_of(err)
+
+
+def test_actnorm_checks_do_not_import_dynamo():
+    # torch.optim's first use imports torch._dynamo (seconds on a CPU, and it rewraps torch.manual_seed
+    # in the student's kernel); the init check steps its own SGD instead.
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\nfrom glowcourse import checks, flows\n"
+            "checks.check_actnorm_init(flows.ActNorm)\n"
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().endswith("False"), out.stdout + out.stderr
