@@ -103,7 +103,9 @@ def _call(fn: Callable, *args, what: str):
     __tracebackhide__ = True
     try:
         return fn(*args)
-    except NotImplementedError:
+    except NotImplementedError as err:
+        if str(err):  # PyTorch's own, e.g. an operation not defined for a dtype: not the blank exercise
+            _fail(what, f"raised NotImplementedError: {err}")
         _fail(what, "not implemented yet (it raised NotImplementedError)", "replace `raise NotImplementedError()` with your code.")
     except CheckFailed:
         raise
@@ -158,8 +160,9 @@ def check_flow_layer(
         _fail(f"{name}.forward", f"output has shape {tuple(y.shape)}, input had {tuple(x.shape)}; a flow keeps the shape")
     _check_logdet_shape(logdet, batch, f"{name}.forward")
     if not (torch.isfinite(y).all() and torch.isfinite(logdet).all()):
-        _fail(f"{name}.forward", "output or logdet contains inf or NaN",
-              "a log of a negative number or of zero (take the log of the absolute value), or a division by zero.")
+        where = " and ".join(w for w, t in (("the output", y), ("the log-det", logdet)) if not torch.isfinite(t).all())
+        _fail(f"{name}.forward", f"{where} contains inf or NaN on a finite input (a log of a negative number gives NaN, "
+              "a log of zero -inf, a division by zero inf)")
 
     x_back, logdet_inv = _as_pair(_call(layer.inverse, y.detach(), what=f"{name}.inverse"), f"{name}.inverse")
     if x_back.shape != x.shape:
@@ -167,7 +170,7 @@ def check_flow_layer(
     if not torch.allclose(x_back, x, atol=max(atol, 1e-4 if x.dtype == torch.float32 else atol), rtol=1e-4):
         err = float((x_back.detach() - x).abs().max())
         _fail(f"{name}.inverse", f"inverse(forward(x)) differs from x by up to {err:.3g}",
-              inverse_cause or "inverse must undo forward's operations, in the reverse order.")
+              inverse_cause)
     _check_logdet_shape(logdet_inv, batch, f"{name}.inverse")
 
     # Samples are independent: one sample alone gives the same as within the batch.

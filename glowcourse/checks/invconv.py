@@ -246,6 +246,13 @@ def check_invconv_dense(cls: type, *, channels: int = 3, batch: int = 2, hw: tup
             (npix * logabs.exp(), "the log-det uses |det W| itself; it is the log: H*W*log|det W|."),
         ]
 
+    if sign < 0:  # the one place log(det W) and log|det W| part ways: a NaN here names its cause
+        out = _call(layer, x, what=f"{name}.forward")
+        if isinstance(out, (tuple, list)) and len(out) == 2 and torch.is_tensor(out[1]) and torch.isnan(out[1]).any() \
+                and torch.is_tensor(out[0]) and torch.isfinite(out[0]).all():
+            _fail(f"{name}.forward", f"the log-det is NaN for a weight with det W = {float(torch.linalg.det(w)):.3g} < 0",
+                  "the log of a negative determinant is NaN: the log-det is H*W*log|det W|, with the absolute value "
+                  "(torch.linalg.slogdet(W).logabsdet).")
     check_flow_layer(layer, x, name=name, known_mistakes=known,
                      inverse_cause="the inverse convolves with W^-1 (torch.linalg.inv(W)), not with W or W^T (W is orthogonal only at init).")
     _check_big(cls, name, dtype, seed)
