@@ -11,7 +11,7 @@ default conditions them on the kept half (Glow's ``split2d``). The script trains
 model both ways: with per-channel priors it is the same configuration as the peer's.
 
     pip install normflows           # once; it takes the installed torch
-    python scripts/bench_glow.py [--steps 300] [--K 8] [--hidden 64] [--device cpu|cuda]
+    python scripts/bench_glow.py [--steps 300] [--K 8] [--hidden 64] [--device cpu|cuda] [--clip 50] [--seeds 1]
 """
 import argparse
 import math
@@ -53,15 +53,15 @@ class Runner:
         self.name, self.model, self.log_prob = name, model, log_prob
 
 
-def runners(K, L, hidden, device):
+def runners(K, L, hidden, device, seed=0):
     out = []
     for conditional in (False, True):
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         course = Glow(1, K, L, hidden, image_size=28, conditional_prior=conditional).to(device)
         name = "course Glow, " + ("conditional priors" if conditional else "per-channel priors")
         out.append(Runner(name, course, lambda y, m=course: m(y - 0.5)[1]))
     try:
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         peer = normflows_glow(K, L, hidden).to(device)
         out.append(Runner("normflows MultiscaleFlow (Glow)", peer, lambda y: peer.log_prob(y, None)))
     except ImportError:
@@ -92,19 +92,37 @@ def main():
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--clip", type=float, default=50.0, help="gradient-norm clipping threshold")
+    parser.add_argument("--seeds", type=int, default=1, help="train each model with seeds 0..N-1 and report mean +- sd")
     args = parser.parse_args()
     train, test = glowcourse.load_mnist_subset("train"), glowcourse.load_mnist_subset("test")
     print(f"data: {train.name} ({len(train)}) / {test.name} ({len(test)}); K={args.K} L={args.L} hidden={args.hidden} "
-          f"batch={args.batch_size} steps={args.steps} lr={args.lr} device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
-    g = torch.Generator().manual_seed(0)
+          f"batch={args.batch_size} steps={args.steps} lr={args.lr} clip={args.clip:g} device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
+    results = []
+    for seed in range(args.seeds):
+        results += run_seed(args, train, test, seed)
+    if args.seeds > 1:
+        print(f"\nover seeds 0..{args.seeds - 1} (clip {args.clip:g}):")
+        for name in dict.fromkeys(r[0] for r in results):
+            vals = torch.tensor([r[2] for r in results if r[0] == name])
+            speed = torch.tensor([r[3] for r in results if r[0] == name])
+            print(f"{name:34s} test {vals.mean():.3f} +- {vals.std():.3f} bits/dim  {speed.mean():7.1f} images/s  "
+                  f"({', '.join(f'{v:.3f}' for v in vals.tolist())})")
+    return results
+
+
+def run_seed(args, train, test, seed):
+    """Train every model once: model initialisation, data order and dequantization noise from
+    ``seed`` (seed 0 reproduces the single-seed figures of earlier versions of this script)."""
+    g = torch.Generator().manual_seed(seed)
     order = torch.cat([torch.randperm(len(train), generator=g) for _ in range(math.ceil(args.steps * args.batch_size / len(train)) + 1)])
     results = []
-    for runner in runners(args.K, args.L, args.hidden, args.device):
+    for runner in runners(args.K, args.L, args.hidden, args.device, seed):
         params = sum(p.numel() for p in runner.model.parameters())
         optimizer = torch.optim.Adam(runner.model.parameters(), lr=args.lr)
         with torch.no_grad():  # data-dependent ActNorm initialisation on the same first batch
-            runner.log_prob(glowcourse.dequantize(train.images[order[:256]], 256, torch.Generator().manual_seed(1)).to(args.device))
-        noise = torch.Generator().manual_seed(2)
+            runner.log_prob(glowcourse.dequantize(train.images[order[:256]], 256, torch.Generator().manual_seed(1 + 1000 * seed)).to(args.device))
+        noise = torch.Generator().manual_seed(2 + 1000 * seed)
         if args.device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -116,17 +134,16 @@ def main():
             loss = bpd(runner.log_prob(y)).mean()
             optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(runner.model.parameters(), 50.0)
+            torch.nn.utils.clip_grad_norm_(runner.model.parameters(), args.clip)
             optimizer.step()
         if args.device == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         test_bpd = evaluate(runner, test.images, args.device)
         results.append((runner.name, params, test_bpd, args.steps * args.batch_size / seconds, seconds))
-        print(f"{runner.name:34s} params {params:8d}  test {test_bpd:.3f} bits/dim  "
+        print(f"seed {seed}  {runner.name:34s} params {params:8d}  test {test_bpd:.3f} bits/dim  "
               f"{args.steps * args.batch_size / seconds:7.1f} images/s  ({seconds:.0f} s, last train batch {loss.item():.3f})", flush=True)
     return results
-
 
 if __name__ == "__main__":
     main()
