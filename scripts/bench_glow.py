@@ -11,7 +11,7 @@ default conditions them on the kept half (Glow's ``split2d``). The script trains
 model both ways: with per-channel priors it is the same configuration as the peer's.
 
     pip install normflows           # once; it takes the installed torch
-    python scripts/bench_glow.py [--steps 300] [--K 8] [--hidden 64] [--device cpu|cuda] [--clip 50] [--seeds 1]
+    python scripts/bench_glow.py [--steps 300] [--K 8] [--hidden 64] [--device cpu|cuda] [--clip 50] [--prior-lr 1] [--seeds 1]
 """
 import argparse
 import math
@@ -93,11 +93,13 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--clip", type=float, default=50.0, help="gradient-norm clipping threshold")
+    parser.add_argument("--prior-lr", type=float, default=1.0,
+                        help="learning rate of the course models' split priors, as a fraction of --lr")
     parser.add_argument("--seeds", type=int, default=1, help="train each model with seeds 0..N-1 and report mean +- sd")
     args = parser.parse_args()
     train, test = glowcourse.load_mnist_subset("train"), glowcourse.load_mnist_subset("test")
     print(f"data: {train.name} ({len(train)}) / {test.name} ({len(test)}); K={args.K} L={args.L} hidden={args.hidden} "
-          f"batch={args.batch_size} steps={args.steps} lr={args.lr} clip={args.clip:g} device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
+          f"batch={args.batch_size} steps={args.steps} lr={args.lr} prior-lr={args.prior_lr:g} clip={args.clip:g} device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
     results = []
     for seed in range(args.seeds):
         results += run_seed(args, train, test, seed)
@@ -119,7 +121,12 @@ def run_seed(args, train, test, seed):
     results = []
     for runner in runners(args.K, args.L, args.hidden, args.device, seed):
         params = sum(p.numel() for p in runner.model.parameters())
-        optimizer = torch.optim.Adam(runner.model.parameters(), lr=args.lr)
+        # The split priors' parameters (the course's models) may learn at a fraction of the rate.
+        named = list(runner.model.named_parameters())
+        prior = [p for n, p in named if n.startswith("splits.")]
+        rest = [p for n, p in named if not n.startswith("splits.")]
+        groups = [{"params": rest, "scale": 1.0}] + ([{"params": prior, "scale": args.prior_lr}] if prior else [])
+        optimizer = torch.optim.Adam(groups, lr=args.lr)
         with torch.no_grad():  # data-dependent ActNorm initialisation on the same first batch
             runner.log_prob(glowcourse.dequantize(train.images[order[:256]], 256, torch.Generator().manual_seed(1 + 1000 * seed)).to(args.device))
         noise = torch.Generator().manual_seed(2 + 1000 * seed)
@@ -130,7 +137,7 @@ def run_seed(args, train, test, seed):
             idx = order[step * args.batch_size:(step + 1) * args.batch_size]
             y = glowcourse.dequantize(train.images[idx], 256, noise).to(args.device)
             for group in optimizer.param_groups:
-                group["lr"] = args.lr * min(1.0, (step + 1) / 100)
+                group["lr"] = group["scale"] * args.lr * min(1.0, (step + 1) / 100)
             loss = bpd(runner.log_prob(y)).mean()
             optimizer.zero_grad()
             loss.backward()
