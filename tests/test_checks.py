@@ -344,23 +344,14 @@ GRADIENT_LAYERS = ["ActNorm", "InvConv2d", "InvConv2dLU", "AffineCoupling", "Flo
 
 
 def _trained_looking(cls_name, detach):
-    import glowcourse.flows as flows
+    from test_flows import make  # an initialised layer with moved parameters, and its input
 
-    base = getattr(flows, cls_name)
-
-    class Layer(base):
+    class Layer(getattr(flows, cls_name)):
         def forward(self, x):
             y, logdet = super().forward(x)
             return y, (logdet.detach() if detach else logdet)
 
-    torch.manual_seed(0)
-    layer = Layer(4).double()
-    x = 2 * torch.randn(3, 4, 2, 2, dtype=torch.float64) + 1
-    layer(x)  # ActNorm's data-dependent init
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    return layer, x
+    return make(Layer, 4)
 
 
 @pytest.mark.parametrize("cls_name", GRADIENT_LAYERS)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .change_of_variables import _call
-from .common import _as_pair, _check_logdet_shape, _fail, _fmt, _ok, _quiet, check_flow_layer
+from .common import _as_pair, _call, _check_logdet_shape, _fail, _fmt, _ok, _quiet, check_flow_layer
 
 __all__ = ["check_actnorm_init", "check_actnorm_flow", "check_actnorm_state"]
 

@@ -15,33 +15,13 @@ import torch
 from torch import nn
 
 from ..density import LOG_2PI, bits_per_dim as _bits_per_dim, standard_normal_log_prob
-from .common import CheckFailed, _as_pair, _check_logdet_shape, _close, _explain, _fail, _fmt, _ok, _quiet, check_flow_layer
+from .common import CheckFailed, _as_pair, _call, _check_logdet_shape, _close, _explain, _fail, _fmt, _ok, _quiet, check_flow_layer
 
 __all__ = ["check_affine_flow", "check_compose", "check_brute_force_logdet", "check_flow_log_prob", "check_dequantize", "check_bits_per_dim"]
 
 
 # ---------------------------------------------------------------------------------------------
 # Shared helpers
-
-
-def _call(fn: Callable, *args, what: str):
-    """Call the student's code; a crash becomes a failure that says where, in words.
-
-    The exercise stub raises a bare ``NotImplementedError()``; torch raises NotImplementedError
-    *with a message* for an operation a dtype lacks (``rand_like`` of an integer tensor), which
-    is a crash in written code, not a blank exercise.
-    """
-    __tracebackhide__ = True
-    try:
-        return fn(*args)
-    except NotImplementedError as err:
-        if str(err):
-            _fail(what, f"raised NotImplementedError: {err}")
-        _fail(what, "not implemented yet (it raised NotImplementedError)", "replace `raise NotImplementedError()` with your code.")
-    except Exception as err:  # noqa: BLE001 (the student's code crashed: say where, in words)
-        if isinstance(err, CheckFailed):
-            raise
-        _fail(what, f"raised {type(err).__name__}: {err}")
 
 
 def _try(fn: Callable, *args):

@@ -28,18 +28,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..density import jacobian_logdet, standard_normal_log_prob
+from ..density import LOG_2PI, jacobian_logdet, standard_normal_log_prob
+from ..flows import gaussian_log_prob as _log_normal  # log N(z; mean, exp(log_sd)^2), summed per sample
 from .common import _as_pair, _call, _check_logdet_shape, _close, _explain, _fail, _fmt, _ok, _quiet, check_flow_layer
 
 __all__ = ["check_squeeze", "check_split", "check_flow_step", "check_glow"]
 
-LOG_2PI = math.log(2 * math.pi)
-
-
-def _log_normal(z: torch.Tensor, mean: torch.Tensor, log_sd: torch.Tensor) -> torch.Tensor:
-    """``log N(z; mean, exp(log_sd)^2)`` of image-shaped ``z``, summed per sample (mean and
-    log_sd broadcast, e.g. per channel)."""
-    return (-0.5 * LOG_2PI - log_sd - 0.5 * ((z - mean) * torch.exp(-log_sd)) ** 2).flatten(1).sum(1)
 
 
 def _shape(t) -> str:
