@@ -1,8 +1,6 @@
 """Notebooks 1 and 2: the checks test what the spec allows (image latents, several channels, a
 second call, a negative scale, an optimizer built before ActNorm's first batch), name a cause
-only where the numbers prove it, hidden (strict) parts test more, and all of it stays fast."""
-import time
-
+only where the numbers prove it, hidden (strict) parts test more."""
 import pytest
 import torch
 from torch import nn
@@ -267,7 +265,7 @@ def test_actnorm_causes_are_not_guessed_for_an_unrelated_bug():
 # Speed and the student's random state
 
 
-def test_visible_checks_are_fast_and_leave_the_random_state():
+def test_visible_checks_leave_the_random_state():
     import math
 
     class Affine(nn.Module):
@@ -287,7 +285,6 @@ def test_visible_checks_are_fast_and_leave_the_random_state():
             lambda v: f(v.reshape(x[i : i + 1].shape)).reshape(-1), x[i].reshape(-1))).logabsdet for i in range(x.shape[0])])
 
     state = torch.random.get_rng_state()
-    start = time.perf_counter()
     checks.check_affine_flow(Affine)
     checks.check_brute_force_logdet(brute)
     checks.check_flow_log_prob(log_prob_flatten)
@@ -296,9 +293,7 @@ def test_visible_checks_are_fast_and_leave_the_random_state():
     checks.check_actnorm_init(ActNormLogScale)
     checks.check_actnorm_flow(ActNormLogScale)
     checks.check_actnorm_state(ActNormLogScale)
-    elapsed = time.perf_counter() - start
     assert torch.equal(state, torch.random.get_rng_state())
-    assert elapsed < 10, f"the visible checks took {elapsed:.1f} s"
 
 
 def test_actnorm_init_must_not_change_the_batch_in_place():
