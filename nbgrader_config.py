@@ -34,7 +34,9 @@ c.CourseDirectory.db_url = f"sqlite:///{STATE / 'gradebook.db'}"
 # Release only what students need: the notebooks. (Data reach students through the
 # glowcourse package; add a glob here for any other file meant for them.)
 c.CourseDirectory.include = ["*.ipynb"]
-c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.bak"]
+# nbgrader copies folders whatever `include` says: ignore what running a solution writes beside
+# it (chapter 6's training checkpoints), or `execute` followed by `release` would ship it.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.bak", "glow_checkpoints"]
 
 # Per-cell limit while grading. Heavy cells are skipped under NBGRADER_EXECUTION, so a
 # graded notebook runs in seconds; a cell that needs a minute is a student's infinite loop.
