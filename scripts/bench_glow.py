@@ -1,19 +1,33 @@
-"""Benchmark: the course's Glow against normflows' Glow, same data, configuration and budget.
+"""Benchmark: the course's Glow (plain and fast path) against normflows' Glow, in one run.
 
-Both models: 1x28x28 MNIST (the embedded 5,000-image subset: 4,000 train, 1,000 test), L = 2
+Every model: 1x28x28 MNIST (the embedded 5,000-image subset: 4,000 train, 1,000 test), L = 2
 levels of K steps (ActNorm, LU 1x1 convolution, affine coupling with a sigmoid scale, zero
-initialised last layer), `hidden` channels in the coupling networks, Adam with the same
-learning rate and warm-up, the same batches, the same number of steps, gradient clipping.
-Reports the test bits/dim (uniform dequantization, seeded) and the training throughput.
+initialised last layer), ``hidden`` channels in the coupling networks; Adam with the same
+learning rate, warm-up and gradient clipping, the same batches (one data order and one
+dequantization noise stream per seed), the same budget: ``--steps`` steps, or ``--seconds`` of
+training each. Reports the test bits/dim (uniform dequantization, seeded) and the training
+throughput in images/s.
 
-The split priors: normflows' are learned per-channel Gaussians (``GlowBase``); the course's
-default conditions them on the kept half (Glow's ``split2d``). The script trains the course's
-model both ways: with per-channel priors it is the same configuration as the peer's.
+The models, one row each:
+
+- ``course``: the model notebooks 5 and 6 teach (``glowcourse.flows.Glow``: split priors
+  conditioned on the kept half, Glow's ``split2d``, learning at ``--prior-rate`` of the rate);
+- ``fast``: the same model through ``glowcourse.training.fast_log_prob`` (``torch.compile``;
+  on a GPU also ``channels_last`` and bfloat16 autocast), optionally with a larger batch and a
+  matched learning rate (``--fast-batch-size``, ``--fast-lr``). Compilation happens on a
+  forward and backward pass before the clock starts (no parameter changes); its time is printed;
+- ``per-channel``: the course's model with per-channel split priors (``conditional_prior=False``),
+  the peer's kind of prior;
+- ``normflows``: normflows' ``MultiscaleFlow`` Glow (per-channel priors, ``GlowBase``), built as in
+  its documentation's Glow example; skipped with a message when normflows is not installed.
 
     pip install normflows           # once; it takes the installed torch
-    python scripts/bench_glow.py [--steps 300] [--K 8] [--hidden 64] [--device cpu|cuda] [--clip 50] [--prior-lr 1] [--seeds 1]
+    python scripts/bench_glow.py                                   # CPU, 600 steps, seed 0
+    python scripts/bench_glow.py --seeds 3 --models course,per-channel,normflows
+    python scripts/bench_glow.py --device cuda --seconds 120 --fast-batch-size 256 --fast-lr 2e-3
 """
 import argparse
+import copy
 import math
 import sys
 import time
@@ -25,6 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import glowcourse  # noqa: E402
 from glowcourse.flows import Glow  # noqa: E402
+from glowcourse.training import fast_log_prob  # noqa: E402
+
+MODELS = ("course", "fast", "per-channel", "normflows")
 
 
 def normflows_glow(K: int, L: int, hidden: int, shape=(1, 28, 28)):
@@ -47,26 +64,45 @@ def normflows_glow(K: int, L: int, hidden: int, shape=(1, 28, 28)):
 
 
 class Runner:
-    """One training / evaluation interface for both models: log p(y) of dequantized images y in [0, 1)."""
+    """One model under test: ``log_prob(y)`` of dequantized images ``y`` in [0, 1) for training,
+    ``eval_log_prob`` for evaluation (the plain model: no recompilation for the short last batch),
+    and the batch size and learning rate it trains with."""
 
-    def __init__(self, name, model, log_prob):
+    def __init__(self, name, model, log_prob, batch_size, lr, eval_log_prob=None):
         self.name, self.model, self.log_prob = name, model, log_prob
+        self.eval_log_prob = eval_log_prob or log_prob
+        self.batch_size, self.lr = batch_size, lr
+        self.compile_seconds = None
 
 
-def runners(K, L, hidden, device, seed=0):
-    out = []
-    for conditional in (False, True):
-        torch.manual_seed(seed)
-        course = Glow(1, K, L, hidden, image_size=28, conditional_prior=conditional).to(device)
-        name = "course Glow, " + ("conditional priors" if conditional else "per-channel priors")
-        out.append(Runner(name, course, lambda y, m=course: m(y - 0.5)[1]))
-    try:
-        torch.manual_seed(seed)
-        peer = normflows_glow(K, L, hidden).to(device)
-        out.append(Runner("normflows MultiscaleFlow (Glow)", peer, lambda y: peer.log_prob(y, None)))
-    except ImportError:
-        print("normflows is not installed (pip install normflows): benchmarking the course's model only")
-    return out
+def course_model(args, seed, conditional=True):
+    torch.manual_seed(seed)
+    return Glow(1, args.K, args.L, args.hidden, image_size=28, conditional_prior=conditional,
+                prior_rate=args.prior_rate).to(args.device)
+
+
+def make_runner(kind, args, seed):
+    """The runner of one model kind, or None (with a message) when it cannot be built here."""
+    if kind == "course":
+        m = course_model(args, seed)
+        return Runner("course Glow", m, lambda y: m(y - 0.5)[1], args.batch_size, args.lr)
+    if kind == "per-channel":
+        m = course_model(args, seed, conditional=False)
+        return Runner("course Glow, per-channel priors", m, lambda y: m(y - 0.5)[1], args.batch_size, args.lr)
+    if kind == "fast":
+        m = course_model(args, seed)  # the same initial parameters as "course"
+        batch_size = args.fast_batch_size or args.batch_size
+        return Runner("course Glow, fast path", m, None, batch_size, args.fast_lr or args.lr,
+                      eval_log_prob=lambda y: m(y - 0.5)[1])
+    if kind == "normflows":
+        try:
+            torch.manual_seed(seed)
+            peer = normflows_glow(args.K, args.L, args.hidden).to(args.device)
+        except ImportError:
+            print("normflows is not installed (pip install normflows): its row is left out")
+            return None
+        return Runner("normflows Glow", peer, lambda y: peer.log_prob(y, None), args.batch_size, args.lr)
+    raise ValueError(f"unknown model {kind!r}; choose from {', '.join(MODELS)}")
 
 
 def bpd(log_prob, n_dims=784, n_bins=256):
@@ -79,78 +115,130 @@ def evaluate(runner, images, device, batch_size=250):
     total = 0.0
     for batch in images.split(batch_size):
         y = glowcourse.dequantize(batch, 256, g).to(device)
-        total += bpd(runner.log_prob(y)).sum().item()
+        total += bpd(runner.eval_log_prob(y)).sum().item()
     return total / len(images)
 
 
-def main():
+def sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--models", default="course,fast,normflows",
+                        help=f"comma-separated, from {', '.join(MODELS)}")
+    parser.add_argument("--steps", type=int, default=600, help="training steps per model (unless --seconds)")
+    parser.add_argument("--seconds", type=float, default=None, help="train each model for this wall-clock time instead")
     parser.add_argument("--K", type=int, default=8)
     parser.add_argument("--L", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--warmup", type=int, default=100, help="linear learning-rate warm-up, in steps")
     parser.add_argument("--clip", type=float, default=50.0, help="gradient-norm clipping threshold")
-    parser.add_argument("--prior-lr", type=float, default=1.0,
-                        help="learning rate of the course models' split priors, as a fraction of --lr")
+    parser.add_argument("--prior-rate", type=float, default=0.1,
+                        help="the course model's conditional priors learn at this fraction of the rate (1: Glow's split2d)")
+    parser.add_argument("--fast-batch-size", type=int, default=None, help="the fast path's batch (default: --batch-size)")
+    parser.add_argument("--fast-lr", type=float, default=None, help="the fast path's learning rate (default: --lr)")
+    parser.add_argument("--compile-mode", default=None, help="torch.compile mode of the fast path (e.g. reduce-overhead)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seeds", type=int, default=1, help="train each model with seeds 0..N-1 and report mean +- sd")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    for m in args.models:
+        if m not in MODELS:
+            parser.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda, but torch sees no CUDA device")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     train, test = glowcourse.load_mnist_subset("train"), glowcourse.load_mnist_subset("test")
+    budget = f"{args.seconds:g} s each" if args.seconds else f"{args.steps} steps"
     print(f"data: {train.name} ({len(train)}) / {test.name} ({len(test)}); K={args.K} L={args.L} hidden={args.hidden} "
-          f"batch={args.batch_size} steps={args.steps} lr={args.lr} prior-lr={args.prior_lr:g} clip={args.clip:g} device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
+          f"batch={args.batch_size} lr={args.lr:g} warmup={args.warmup} clip={args.clip:g} prior-rate={args.prior_rate:g} "
+          f"budget={budget} device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}", flush=True)
     results = []
     for seed in range(args.seeds):
         results += run_seed(args, train, test, seed)
     if args.seeds > 1:
-        print(f"\nover seeds 0..{args.seeds - 1} (clip {args.clip:g}):")
-        for name in dict.fromkeys(r[0] for r in results):
-            vals = torch.tensor([r[2] for r in results if r[0] == name])
-            speed = torch.tensor([r[3] for r in results if r[0] == name])
-            print(f"{name:34s} test {vals.mean():.3f} +- {vals.std():.3f} bits/dim  {speed.mean():7.1f} images/s  "
+        print(f"\nover seeds 0..{args.seeds - 1}:")
+        for name in dict.fromkeys(r["name"] for r in results):
+            vals = torch.tensor([r["test_bpd"] for r in results if r["name"] == name])
+            speed = torch.tensor([r["images_per_s"] for r in results if r["name"] == name])
+            print(f"{name:32s} test {vals.mean():.3f} +- {vals.std():.3f} bits/dim  {speed.mean():7.1f} images/s  "
                   f"({', '.join(f'{v:.3f}' for v in vals.tolist())})")
     return results
 
 
+def fast_path(runner, args, first_batch):
+    """Build the fast path's log_prob and compile it on one forward and backward pass (the
+    gradients are discarded: the parameters do not change)."""
+    cuda = args.device.startswith("cuda")
+    compiled = fast_log_prob(runner.model, compile=True, channels_last=cuda,
+                             autocast=torch.bfloat16 if cuda else None, mode=args.compile_mode)
+    runner.log_prob = lambda y: compiled(y - 0.5)
+    sync(args.device)
+    start = time.perf_counter()
+    bpd(runner.log_prob(first_batch)).mean().backward()
+    runner.model.zero_grad(set_to_none=True)
+    sync(args.device)
+    runner.compile_seconds = time.perf_counter() - start
+
+
 def run_seed(args, train, test, seed):
     """Train every model once: model initialisation, data order and dequantization noise from
-    ``seed`` (seed 0 reproduces the single-seed figures of earlier versions of this script)."""
+    ``seed``. Every model draws its batches from the same order, in its own batch size."""
     g = torch.Generator().manual_seed(seed)
-    order = torch.cat([torch.randperm(len(train), generator=g) for _ in range(math.ceil(args.steps * args.batch_size / len(train)) + 1)])
+    biggest = max(args.batch_size, args.fast_batch_size or 0)
+    n_orders = math.ceil((args.steps if not args.seconds else 20_000) * biggest / len(train)) + 1
+    order = torch.cat([torch.randperm(len(train), generator=g) for _ in range(n_orders)])
     results = []
-    for runner in runners(args.K, args.L, args.hidden, args.device, seed):
+    for kind in args.models:
+        runner = make_runner(kind, args, seed)
+        if runner is None:
+            continue
         params = sum(p.numel() for p in runner.model.parameters())
-        # The split priors' parameters (the course's models) may learn at a fraction of the rate.
-        named = list(runner.model.named_parameters())
-        prior = [p for n, p in named if n.startswith("splits.")]
-        rest = [p for n, p in named if not n.startswith("splits.")]
-        groups = [{"params": rest, "scale": 1.0}] + ([{"params": prior, "scale": args.prior_lr}] if prior else [])
-        optimizer = torch.optim.Adam(groups, lr=args.lr)
+        optimizer = torch.optim.Adam(runner.model.parameters(), lr=runner.lr)
+        init = glowcourse.dequantize(train.images[order[:256]], 256, torch.Generator().manual_seed(1 + 1000 * seed)).to(args.device)
         with torch.no_grad():  # data-dependent ActNorm initialisation on the same first batch
-            runner.log_prob(glowcourse.dequantize(train.images[order[:256]], 256, torch.Generator().manual_seed(1 + 1000 * seed)).to(args.device))
+            (runner.eval_log_prob if kind == "fast" else runner.log_prob)(init)
+        if kind == "fast":
+            fast_path(runner, args, init[:runner.batch_size])
         noise = torch.Generator().manual_seed(2 + 1000 * seed)
-        if args.device == "cuda":
-            torch.cuda.synchronize()
+        sync(args.device)
         start = time.perf_counter()
-        for step in range(args.steps):
-            idx = order[step * args.batch_size:(step + 1) * args.batch_size]
+        step = 0
+        while (time.perf_counter() - start < args.seconds) if args.seconds else step < args.steps:
+            idx = order[step * runner.batch_size:(step + 1) * runner.batch_size]
+            if len(idx) < runner.batch_size:
+                break
             y = glowcourse.dequantize(train.images[idx], 256, noise).to(args.device)
             for group in optimizer.param_groups:
-                group["lr"] = group["scale"] * args.lr * min(1.0, (step + 1) / 100)
+                group["lr"] = runner.lr * min(1.0, (step + 1) / args.warmup)
             loss = bpd(runner.log_prob(y)).mean()
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(runner.model.parameters(), args.clip)
             optimizer.step()
-        if args.device == "cuda":
-            torch.cuda.synchronize()
+            step += 1
+            if args.seconds and step % 20 == 0:  # the clock sees the device's work, not only its queue
+                sync(args.device)
+        sync(args.device)
         seconds = time.perf_counter() - start
-        test_bpd = evaluate(runner, test.images, args.device)
-        results.append((runner.name, params, test_bpd, args.steps * args.batch_size / seconds, seconds))
-        print(f"seed {seed}  {runner.name:34s} params {params:8d}  test {test_bpd:.3f} bits/dim  "
-              f"{args.steps * args.batch_size / seconds:7.1f} images/s  ({seconds:.0f} s, last train batch {loss.item():.3f})", flush=True)
+        result = dict(name=runner.name, seed=seed, params=params, steps=step, batch_size=runner.batch_size,
+                      test_bpd=evaluate(runner, test.images, args.device), seconds=seconds,
+                      images_per_s=step * runner.batch_size / seconds, compile_seconds=runner.compile_seconds)
+        results.append(result)
+        extra = f", compiled in {runner.compile_seconds:.0f} s first" if runner.compile_seconds is not None else ""
+        print(f"seed {seed}  {runner.name:32s} params {params:7d}  test {result['test_bpd']:.3f} bits/dim  "
+              f"{result['images_per_s']:7.1f} images/s  ({step} steps of {runner.batch_size} in {seconds:.0f} s{extra}; "
+              f"last train batch {loss.item():.3f})", flush=True)
     return results
+
 
 if __name__ == "__main__":
     main()

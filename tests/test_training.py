@@ -1,0 +1,120 @@
+"""The fast path computes what the plain model computes; the split priors' rate is a learning
+rate under Adam; the benchmark script runs."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from glowcourse.flows import Glow, Split, ZeroConv2d
+from glowcourse.training import fast_log_prob
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def initialised_glow(dtype=torch.float64, seed=0, **kw):
+    torch.manual_seed(seed)
+    model = Glow(1, K=2, L=2, hidden=8, image_size=8, **kw).to(dtype)
+    x = torch.rand(6, 1, 8, 8, dtype=dtype) - 0.5
+    with torch.no_grad():
+        model(x)  # ActNorm's data-dependent init
+        for p in model.parameters():  # away from the zero init: every layer and prior does something
+            p.add_(0.05 * torch.randn_like(p))
+    return model, x
+
+
+def grads(model, log_prob, x):
+    model.zero_grad()
+    log_prob(x).sum().backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_path_without_compile_is_the_model_float64(channels_last):
+    model, x = initialised_glow()
+    want, want_grads = model(x)[1].detach(), grads(model, lambda v: model(v)[1], x)
+    fast = fast_log_prob(model, compile=False, channels_last=channels_last)
+    torch.testing.assert_close(fast(x), want, rtol=1e-12, atol=1e-10)
+    for name, g in grads(model, fast, x).items():
+        torch.testing.assert_close(g, want_grads[name], rtol=1e-10, atol=1e-10, msg=name)
+
+
+def test_fast_path_autocast_keeps_log_prob_float32_and_close():
+    model, x = initialised_glow(torch.float32)
+    want = model(x)[1].detach()
+    out = fast_log_prob(model, compile=False, autocast=torch.bfloat16)(x)
+    assert out.dtype == torch.float32
+    # bfloat16 convolutions: about 3 significant digits per value, and log p(x) sums over 64 of them
+    torch.testing.assert_close(out, want, rtol=2e-2, atol=0.5)
+    assert not torch.equal(out, want)  # autocast did take effect
+
+
+def test_fast_path_refuses_uninitialised_actnorm():
+    torch.manual_seed(0)
+    with pytest.raises(RuntimeError, match="ActNorm layers are not initialised"):
+        fast_log_prob(Glow(1, K=1, L=2, hidden=4, image_size=4), compile=False)
+
+
+@pytest.mark.slow
+def test_fast_path_compiled_matches_the_model_and_its_gradients():
+    model, x = initialised_glow(torch.float32)
+    want, want_grads = model(x)[1].detach(), grads(model, lambda v: model(v)[1], x)
+    fast = fast_log_prob(model)
+    torch.testing.assert_close(fast(x), want, rtol=1e-4, atol=1e-3)
+    for name, g in grads(model, fast, x).items():
+        torch.testing.assert_close(g, want_grads[name], rtol=1e-3, atol=1e-3, msg=name)
+    # A trained step later (parameters changed in place) the compiled code sees the new values.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.1)
+    torch.testing.assert_close(fast(x), model(x)[1].detach(), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_zeroconv_rate_is_a_learning_rate_under_adam(rate):
+    """ZeroConv2d(rate=r) at learning rate lr trains exactly like ZeroConv2d(rate=1) at r * lr
+    (Adam's step does not depend on the gradient's scale): the claim Split's prior rests on."""
+    torch.manual_seed(0)
+    x, target = torch.randn(8, 3, 5, 5, dtype=torch.float64), torch.randn(8, 4, 5, 5, dtype=torch.float64)
+    slow, plain = ZeroConv2d(3, 4, rate=rate).double(), ZeroConv2d(3, 4).double()
+    opt_slow = torch.optim.Adam(slow.parameters(), lr=1e-2, eps=1e-16)
+    opt_plain = torch.optim.Adam(plain.parameters(), lr=rate * 1e-2, eps=1e-16)
+    for _ in range(25):
+        for layer, opt in ((slow, opt_slow), (plain, opt_plain)):
+            opt.zero_grad()
+            (layer(x) - target).square().mean().backward()
+            opt.step()
+    assert plain(x).abs().max() > 0.05  # it did learn
+    torch.testing.assert_close(slow(x), plain(x), rtol=1e-8, atol=1e-10)
+
+
+def test_split_prior_rate_defaults_and_reaches_the_prior():
+    torch.manual_seed(0)
+    assert Split(4).prior.rate == 0.1
+    assert all(s.prior.rate == 1.0 for s in Glow(1, 1, 3, 4, image_size=8, prior_rate=1.0).splits)
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    split = Split(4, prior_rate=0.25).double()
+    mean, log_sd = split.prior_params(x[:, :2])
+    assert mean.abs().max() == 0 and log_sd.abs().max() == 0  # starts as N(0, I) at any rate
+    with torch.no_grad():
+        split.prior.conv.bias.fill_(1.0)
+        split.prior.scale.fill_(1.0)
+    torch.testing.assert_close(split.prior_params(x[:, :2])[0], torch.full_like(mean, 0.25 * torch.e ** 0.75))
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_glow", ROOT / "scripts" / "bench_glow.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_runs_and_reports_every_model_it_can_build(capsys):
+    bench = load_bench()
+    results = bench.main(["--models", "course,per-channel", "--steps", "3", "--K", "1", "--hidden", "8", "--warmup", "2"])
+    assert [r["name"] for r in results] == ["course Glow", "course Glow, per-channel priors"]
+    for r in results:
+        assert r["steps"] == 3 and 0 < r["test_bpd"] < 12 and r["images_per_s"] > 0
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--models", "course,peer"])
+    assert "unknown model 'peer'" in capsys.readouterr().err
