@@ -118,3 +118,54 @@ def test_bench_runs_and_reports_every_model_it_can_build(capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(["--models", "course,peer"])
     assert "unknown model 'peer'" in capsys.readouterr().err
+
+
+def notebook_namespace(path, cells):
+    """Run the given code cells of a solution notebook (given code and solutions) in a namespace."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    ns = {}
+    for i in cells:
+        exec(compile(nb.cells[i].source, f"{path.name}[{i}]", "exec"), ns)
+    return ns
+
+
+@pytest.mark.slow
+def test_capstone_train_fast_path_follows_the_plain_loop(tmp_path, monkeypatch):
+    """Chapter 6's ``train(..., fast=True)`` (the GPU branch's default) trains the same model as
+    the plain loop: one epoch of a small Glow on the digits, short last batch included, with a
+    checkpoint that a resumed plain run continues from."""
+    monkeypatch.chdir(tmp_path)
+    path = ROOT / "solutions" / "06_glow_in_practice" / "glow_in_practice.ipynb"
+    ns = notebook_namespace(path, [1, 3, 5, 8])  # imports, setup, evaluate_bpd, train
+    assert len(ns["train_data"]) % 64, "the digits' last batch should be short, to exercise a second shape"
+    histories = {}
+    for fast in (False, True):
+        torch.manual_seed(0)
+        model = Glow(1, K=2, L=3, hidden=16, image_size=8)
+        histories[fast] = ns["train"](model, ns["train_data"], ns["test_data"], epochs=1, seed=0, verbose=False,
+                                      fast=fast, checkpoint=tmp_path / f"fast{fast}.pt")
+    plain, fast = histories[False][0], histories[True][0]
+    assert abs(plain["train"] - fast["train"]) < 1e-3 and abs(plain["test"] - fast["test"]) < 1e-3, (plain, fast)
+    torch.manual_seed(0)
+    resumed = ns["train"](Glow(1, K=2, L=3, hidden=16, image_size=8), ns["train_data"], ns["test_data"], epochs=2,
+                          seed=0, verbose=False, checkpoint=tmp_path / "fastTrue.pt", resume=True)
+    assert len(resumed) == 2 and resumed[0] == histories[True][0] and resumed[1]["test"] < plain["test"]
+
+
+def test_checks_perturb_a_slow_prior_as_far_as_a_rate_one_prior():
+    """The checks move a model's parameters to look trained; a prior learning at rate 0.1 must
+    come out the same prior as at rate 1, or the checks would test a nearly flat one."""
+    from glowcourse.checks.common import perturb
+
+    x_a = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    priors = []
+    for rate in (1.0, 0.1):
+        split = Split(4, prior_rate=rate).double()
+        torch.manual_seed(0)
+        perturb(split, 0.3)
+        priors.append(split.prior_params(x_a))
+    for a, b in zip(*priors):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert priors[0][1].std() > 0.3  # the log-std really varies with x_a

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import _as_pair, _call, _check_logdet_shape, _fail, _fmt, _ok, _quiet, check_flow_layer
+from .common import as_pair, build, call, call_pair, check, check_flow_layer, check_inverse_shape, check_logdet_shape, close, fail, fmt, ok
 
 __all__ = ["check_actnorm_init", "check_actnorm_flow", "check_actnorm_state"]
 
@@ -27,27 +27,25 @@ def _batch(batch: int, channels: int, hw: tuple[int, int], dtype, seed: int):
     g = torch.Generator().manual_seed(seed)
     std = 2.0 + 2.0 * torch.rand(channels, generator=g, dtype=dtype)  # std 2..4: variance and std differ
     mean = 3.0 * torch.randn(channels, generator=g, dtype=dtype)
-    x = torch.randn(batch, channels, *hw, generator=g, dtype=dtype) * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)
-    return x, mean, std
+    return torch.randn(batch, channels, *hw, generator=g, dtype=dtype) * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)
 
 
 def _new(cls, channels, dtype):
-    name = getattr(cls, "__name__", "ActNorm")
-    return _call(cls, channels, what=f"{name}({channels})").to(dtype)
+    return build(cls, channels, name=getattr(cls, "__name__", "ActNorm"), dtype=dtype)
 
 
 def _forward(layer, x, name, what):
     """The layer's forward on ``x`` as a checked pair."""
-    return _as_pair(_call(layer, x, what=f"{name}.forward ({what})"), f"{name}.forward")
+    return as_pair(call(layer, x, what=f"{name}.forward ({what})"), f"{name}.forward")
 
 
 def _params_snapshot(layer: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in layer.named_parameters()}
 
 
-def _close_per_channel(a, b, rtol=1e-3) -> bool:
-    a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
-    return a.shape == b.shape and bool(torch.allclose(a, b, rtol=rtol, atol=1e-6))
+def _close_per_channel(a, b) -> bool:
+    """Per-channel statistics that agree to 0.1%."""
+    return close(a, b, rtol=1e-3)
 
 
 def _flag_value(layer):
@@ -64,7 +62,7 @@ def _flag_value(layer):
 # Data-dependent initialisation
 
 
-@_quiet
+@check
 def check_actnorm_init(cls: type, *, channels: int = 3, batch: int = 16, hw: tuple = (4, 4), seed: int = 0,
                        dtype: torch.dtype = torch.float64, strict: bool = False) -> None:
     """First batch: per-channel output mean 0 and std 1; a second batch does not re-initialise;
@@ -76,33 +74,32 @@ def check_actnorm_init(cls: type, *, channels: int = 3, batch: int = 16, hw: tup
     """
     __tracebackhide__ = True
     name = getattr(cls, "__name__", "ActNorm")
-    torch.manual_seed(seed)
     layer = _new(cls, channels, dtype)
     before_init = dict(layer.named_parameters())  # what an optimizer created now would hold
-    x, _, _ = _batch(batch, channels, hw, dtype, seed)
+    x = _batch(batch, channels, hw, dtype, seed)
     x_before = x.clone()
     _init_statistics(layer, x, name, "the first batch")
     if not torch.equal(x, x_before):
-        _fail(f"{name} init", "the first batch was changed in place; the caller's tensor now holds other values",
-              "an in-place operation on the input (`x -= ...`, `x.sub_()`): compute new tensors instead.")
+        fail(f"{name} init", "the first batch was changed in place; the caller's tensor now holds other values",
+             "an in-place operation on the input (`x -= ...`, `x.sub_()`): compute new tensors instead.")
 
     params = [p for p in layer.parameters()]
     if len(params) < 2:
-        _fail(f"{name} init", f"has {len(params)} parameter(s) after the first batch; loc and scale must stay nn.Parameters",
-              "update them in place, e.g. `with torch.no_grad(): self.loc.copy_(...)`.")
+        fail(f"{name} init", f"has {len(params)} parameter(s) after the first batch; loc and scale must stay nn.Parameters",
+             "update them in place, e.g. `with torch.no_grad(): self.loc.copy_(...)`.")
     after_init = dict(layer.named_parameters())
     replaced = [k for k, p in before_init.items() if after_init.get(k) is not p]
     if replaced:
-        _fail(f"{name} init", f"after the first batch, {', '.join(replaced)} {'is a new object' if len(replaced) == 1 else 'are new objects'}: "
-              "an optimizer created before the first batch (as notebook 6 creates it) still holds the old tensors and would "
-              "train tensors the layer no longer uses",
-              "the init assigns a new nn.Parameter (self.loc = nn.Parameter(...)); update the existing parameters in place: "
-              "`with torch.no_grad(): self.loc.copy_(...)`.")
+        fail(f"{name} init", f"after the first batch, {', '.join(replaced)} {'is a new object' if len(replaced) == 1 else 'are new objects'}: "
+             "an optimizer created before the first batch (as notebook 6 creates it) still holds the old tensors and would "
+             "train tensors the layer no longer uses",
+             "the init assigns a new nn.Parameter (self.loc = nn.Parameter(...)); update the existing parameters in place: "
+             "`with torch.no_grad(): self.loc.copy_(...)`.")
 
     # A second batch with other statistics must not re-initialise.
     flag = _flag_value(layer)
     before = _params_snapshot(layer)
-    x2, _, _ = _batch(batch, channels, hw, dtype, seed + 1000)
+    x2 = _batch(batch, channels, hw, dtype, seed + 1000)
     x2 = 0.5 * x2 + 1.0  # other statistics
     y2, _ = _forward(layer, x2, name, "second batch")
     after = _params_snapshot(layer)
@@ -114,13 +111,13 @@ def check_actnorm_init(cls: type, *, channels: int = 3, batch: int = 16, hw: tup
             cause = "forward initialises on every call although the flag is set: initialise only while it says not yet (`if not self.initialized:`)."
         else:
             cause = None
-        _fail(f"{name} init", f"the second batch changed {', '.join(changed)}: the layer initialised again", cause)
+        fail(f"{name} init", f"the second batch changed {', '.join(changed)}: the layer initialised again", cause)
 
     # Training: a step of SGD on the tensors an optimizer built before the first batch holds
     # (written out: torch.optim's first use imports torch._dynamo, seconds on a CPU).
     if not before_init:
-        _fail(f"{name} init", "before the first batch the layer has no parameters, so an optimizer created then (as notebook 6 "
-              "creates it) has nothing to train", "create loc and scale in __init__ (as given) and fill them in place at init.")
+        fail(f"{name} init", "before the first batch the layer has no parameters, so an optimizer created then (as notebook 6 "
+             "creates it) has nothing to train", "create loc and scale in __init__ (as given) and fill them in place at init.")
     held = list(before_init.values())
     y2, logdet2 = _forward(layer, x2, name, "second batch")
     loss = 0.5 * y2.square().mean() - logdet2.mean() / y2[0].numel()
@@ -131,8 +128,8 @@ def check_actnorm_init(cls: type, *, channels: int = 3, batch: int = 16, hw: tup
                 p.sub_(0.05 * g)
         y3, _ = _forward(layer, x2, name, "after an optimizer step")
     if torch.equal(y3, y2.detach()):
-        _fail(f"{name} init", "an optimizer created before the first batch took a step and the layer's output did not change: "
-              "forward does not use the parameters that optimizer holds")
+        fail(f"{name} init", "an optimizer created before the first batch took a step and the layer's output did not change: "
+             "forward does not use the parameters that optimizer holds")
 
     if strict:
         far = _new(cls, channels, torch.float32)
@@ -140,7 +137,7 @@ def check_actnorm_init(cls: type, *, channels: int = 3, batch: int = 16, hw: tup
         xf = (1e3 * (1 + torch.rand(channels, generator=g)).view(1, -1, 1, 1)
               + 0.5 * torch.randn(batch, channels, *hw, generator=g)).float()
         _init_statistics(far, xf, name, "a first batch far from zero (means ~1e3, std 0.5, float32)", tol=2e-3, mean_tol=2e-3)
-    _ok(f"{name} init (C={channels}, batch={batch}, {hw[0]}x{hw[1]})")
+    ok(f"{name} init (C={channels}, batch={batch}, {hw[0]}x{hw[1]})")
 
 
 def _init_statistics(layer, x, name, what, tol=1e-4, mean_tol=1e-5):
@@ -149,9 +146,9 @@ def _init_statistics(layer, x, name, what, tol=1e-4, mean_tol=1e-5):
     __tracebackhide__ = True
     y, _ = _forward(layer, x, name, what)
     if y.shape != x.shape:
-        _fail(f"{name}.forward", f"output shape {tuple(y.shape)}, input {tuple(x.shape)}")
+        fail(f"{name}.forward", f"output shape {tuple(y.shape)}, input {tuple(x.shape)}")
     if not torch.isfinite(y).all():
-        _fail(f"{name} init", f"the output of {what} contains inf or NaN")
+        fail(f"{name} init", f"the output of {what} contains inf or NaN")
     mean, std_b, std_u = _channel_stats(y)
     xd = x.double()
     mean_x, std_xb, std_xu = _channel_stats(xd)
@@ -169,7 +166,7 @@ def _init_statistics(layer, x, name, what, tol=1e-4, mean_tol=1e-5):
         elif _close_per_channel(mean, mean_x * (std_u / std_xu - 1)):
             cause = ("the offset was added after scaling, y = scale * x + loc with loc = -mean; with the offset first, "
                      "y = scale * (x + loc); with it last, it must be -mean / std.")
-        _fail(f"{name} init", f"per-channel output mean after {what} is {_fmt(mean)}, expected 0", cause)
+        fail(f"{name} init", f"per-channel output mean after {what} is {fmt(mean)}, expected 0", cause)
     ok_std = ((std_b - 1).abs() < tol).all() or ((std_u - 1).abs() < tol).all()
     if not ok_std:
         cause = None
@@ -191,7 +188,7 @@ def _init_statistics(layer, x, name, what, tol=1e-4, mean_tol=1e-5):
                     cause = "one std was taken over all channels together; ActNorm scales each channel by its own std (per channel, dims 0, 2, 3)."
         if cause is None and (_close_per_channel(std_u, std_xu) or _close_per_channel(std_b, std_xb)):
             cause = "the output keeps the input's spread: the scale was not set (or not applied)."
-        _fail(f"{name} init", f"per-channel output std after {what} is {_fmt(std_u)}, expected 1", cause)
+        fail(f"{name} init", f"per-channel output std after {what} is {fmt(std_u)}, expected 1", cause)
     return y
 
 
@@ -222,7 +219,7 @@ def _scale_parameter(layer, x):
     return None, None
 
 
-@_quiet
+@check
 def check_actnorm_flow(cls: type, *, channels: int = 3, batch: int = 4, hw: tuple = (2, 3), seed: int = 0,
                        dtype: torch.dtype = torch.float64, strict: bool = False) -> None:
     """After init, ActNorm is a flow layer: inverse, log-det ``H*W*sum(log|s|)`` and its
@@ -234,9 +231,8 @@ def check_actnorm_flow(cls: type, *, channels: int = 3, batch: int = 4, hw: tupl
     """
     __tracebackhide__ = True
     name = getattr(cls, "__name__", "ActNorm")
-    torch.manual_seed(seed)
     layer = _new(cls, channels, dtype)
-    x, _, _ = _batch(batch, channels, hw, dtype, seed)
+    x = _batch(batch, channels, hw, dtype, seed)
     _forward(layer, x, name, "first batch")
     scale_name, scale_param = _scale_parameter(layer, x)
     with torch.no_grad():  # random parameters, as after some training; a scale held directly stays positive
@@ -263,32 +259,32 @@ def check_actnorm_flow(cls: type, *, channels: int = 3, batch: int = 4, hw: tupl
     if scale_param is not None:
         with torch.no_grad():
             scale_param.view(-1)[0].neg_()
-        y_neg, ld_neg = _as_pair(_call(layer, x, what=f"{name}.forward with a negative scale"), f"{name}.forward")
+        y_neg, ld_neg = as_pair(call(layer, x, what=f"{name}.forward with a negative scale"), f"{name}.forward")
         if torch.isfinite(y_neg).all() and not torch.isfinite(ld_neg).all():
-            _fail(f"{name}.forward", f"with channel 0's {scale_name} made negative (training can carry a scale through 0) the "
-                  f"log-det is {_fmt(ld_neg)}; with all scales positive it was right",
-                  "the log of a negative scale is NaN: the log-det is H*W*sum(log|scale|), torch.log(scale.abs()).")
+            fail(f"{name}.forward", f"with channel 0's {scale_name} made negative (training can carry a scale through 0) the "
+                 f"log-det is {fmt(ld_neg)}; with all scales positive it was right",
+                 "the log of a negative scale is NaN: the log-det is H*W*sum(log|scale|), torch.log(scale.abs()).")
         _check_inverse(layer, x, name)
         check_flow_layer(layer, x, name=f"{name} with a negative scale", known_mistakes=known)
 
     # Batch size 1 (why not batch norm: Glow trains with one image per GPU).
     single = _new(cls, channels, dtype)
-    x1, _, _ = _batch(1, channels, (4, 4), dtype, seed + 1)
-    y1, ld1 = _as_pair(_call(single, x1, what=f"{name}.forward with batch size 1"), f"{name}.forward")
-    _check_logdet_shape(ld1, 1, f"{name}.forward with batch size 1")
+    x1 = _batch(1, channels, (4, 4), dtype, seed + 1)
+    y1, ld1 = as_pair(call(single, x1, what=f"{name}.forward with batch size 1"), f"{name}.forward")
+    check_logdet_shape(ld1, 1, f"{name}.forward with batch size 1")
     if not (torch.isfinite(y1).all() and torch.isfinite(ld1).all()):
-        _fail(f"{name}.forward", "a first batch of one image gives inf or NaN; its statistics over height and width are well defined")
+        fail(f"{name}.forward", "a first batch of one image gives inf or NaN; its statistics over height and width are well defined")
 
     # A constant channel (a dead pixel, a padded border): std 0 must not give inf or NaN.
     const = _new(cls, channels, dtype)
-    xc, _, _ = _batch(batch, channels, (3, 3), dtype, seed + 2)
+    xc = _batch(batch, channels, (3, 3), dtype, seed + 2)
     xc[:, 0] = 5.0
-    yc, ldc = _as_pair(_call(const, xc, what=f"{name}.forward on a constant channel"), f"{name}.forward")
+    yc, ldc = as_pair(call(const, xc, what=f"{name}.forward on a constant channel"), f"{name}.forward")
     if not (torch.isfinite(yc).all() and torch.isfinite(ldc).all()):
         others_fine = yc.shape == xc.shape and bool(torch.isfinite(yc[:, 1:]).all())
-        _fail(f"{name}.forward", "a first batch with a constant channel (std 0) gives inf or NaN"
-              + ("; the other channels are finite" if others_fine else ""),
-              "1 / std divides by zero: add a small eps to the std before dividing, scale = 1 / (std + eps)." if others_fine else None)
+        fail(f"{name}.forward", "a first batch with a constant channel (std 0) gives inf or NaN"
+             + ("; the other channels are finite" if others_fine else ""),
+             "1 / std divides by zero: add a small eps to the std before dividing, scale = 1 / (std + eps)." if others_fine else None)
 
     # Gradients reach every parameter.
     layer.zero_grad()
@@ -296,15 +292,15 @@ def check_actnorm_flow(cls: type, *, channels: int = 3, batch: int = 4, hw: tupl
     (y.square().mean() - logdet.mean()).backward()
     missing = [k for k, p in layer.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     if missing:
-        _fail(f"{name}.forward", f"no gradient reaches {', '.join(missing)}",
-              "compute the output and log-det from the parameters themselves (no .detach(), .data or torch.no_grad() in forward).")
+        fail(f"{name}.forward", f"no gradient reaches {', '.join(missing)}",
+             "compute the output and log-det from the parameters themselves (no .detach(), .data or torch.no_grad() in forward).")
 
     if strict:
-        xo, _, _ = _batch(2, channels, (h + 2, w + 1), dtype, seed + 3)
+        xo = _batch(2, channels, (h + 2, w + 1), dtype, seed + 3)
         check_flow_layer(layer, xo, name=f"{name} on {h + 2}x{w + 1} images after an init on {h}x{w}",
                          known_mistakes=lambda want: [(want * npix / ((h + 2) * (w + 1)),
                                                        f"the log-det uses H*W = {npix} of the first batch; read H and W from the input of each call.")])
-    _ok(f"{name} as a flow layer (C={channels}, {h}x{w}, a negative scale, batch {batch} and 1, constant channel)")
+    ok(f"{name} as a flow layer (C={channels}, {h}x{w}, a negative scale, batch {batch} and 1, constant channel)")
 
 
 def _check_inverse(layer, x, name):
@@ -312,10 +308,9 @@ def _check_inverse(layer, x, name):
     __tracebackhide__ = True
     s, o = _affine_fit(layer, x)
     with torch.no_grad():
-        y, _ = _as_pair(_call(layer, x, what=f"{name}.forward"), f"{name}.forward")
-        back, _ = _as_pair(_call(layer.inverse, y, what=f"{name}.inverse"), f"{name}.inverse")
-    if back.shape != x.shape:
-        _fail(f"{name}.inverse", f"output has shape {tuple(back.shape)}, expected {tuple(x.shape)}")
+        y, _ = call_pair(layer, x, what=f"{name}.forward")
+        back, _ = call_pair(layer.inverse, y, what=f"{name}.inverse")
+    check_inverse_shape(back, x, f"{name}.inverse")
     tol = dict(rtol=1e-4, atol=1e-4) if x.dtype == torch.float32 else dict(rtol=1e-7, atol=1e-8)
     if torch.allclose(back, x, **tol):
         return
@@ -329,14 +324,14 @@ def _check_inverse(layer, x, name):
     ]
     cause = next((c for v, c in candidates if torch.allclose(back.double(), v, rtol=1e-5, atol=1e-6)), None)
     err = float((back.double() - x.double()).abs().max())
-    _fail(f"{name}.inverse", f"inverse(forward(x)) differs from x by up to {err:.3g}", cause)
+    fail(f"{name}.inverse", f"inverse(forward(x)) differs from x by up to {err:.3g}", cause)
 
 
 # ---------------------------------------------------------------------------------------------
 # The flag and the state_dict
 
 
-@_quiet
+@check
 def check_actnorm_state(cls: type, *, channels: int = 3, batch: int = 8, hw: tuple = (3, 3), seed: int = 0,
                         dtype: torch.dtype = torch.float64, strict: bool = False) -> None:
     """The ``initialized`` flag is a buffer: saved in the state_dict, restored, not a parameter.
@@ -346,12 +341,11 @@ def check_actnorm_state(cls: type, *, channels: int = 3, batch: int = 8, hw: tup
     """
     __tracebackhide__ = True
     name = getattr(cls, "__name__", "ActNorm")
-    torch.manual_seed(seed)
     layer = _new(cls, channels, dtype)
     if "initialized" in dict(layer.named_parameters()):
-        _fail(name, "the initialized flag is an nn.Parameter; an optimizer would try to train it",
-              "register it as a buffer: self.register_buffer('initialized', torch.tensor(False)).")
-    x, _, _ = _batch(batch, channels, hw, dtype, seed)
+        fail(name, "the initialized flag is an nn.Parameter; an optimizer would try to train it",
+             "register it as a buffer: self.register_buffer('initialized', torch.tensor(False)).")
+    x = _batch(batch, channels, hw, dtype, seed)
     _forward(layer, x, name, "first batch")
     state = layer.state_dict()
     if not any(k.split(".")[-1] == "initialized" for k in state):
@@ -366,28 +360,28 @@ def check_actnorm_state(cls: type, *, channels: int = 3, batch: int = 8, hw: tup
                      "self.register_buffer('initialized', torch.tensor(False)).")
         else:
             cause = None
-        _fail(name, f"the state_dict has no 'initialized' entry (it has {sorted(state)})", cause)
+        fail(name, f"the state_dict has no 'initialized' entry (it has {sorted(state)})", cause)
     if not bool(state["initialized"]):
-        _fail(name, "after the first batch the saved flag still says not initialised", "set the flag when initialising: self.initialized.fill_(True).")
+        fail(name, "after the first batch the saved flag still says not initialised", "set the flag when initialising: self.initialized.fill_(True).")
 
     fresh = _new(cls, channels, dtype)
     try:
         fresh.load_state_dict(state)
     except Exception as err:  # noqa: BLE001
-        _fail(name, f"load_state_dict into a fresh {name} failed: {err}")
-    x2, _, _ = _batch(batch, channels, hw, dtype, seed + 7)
+        fail(name, f"load_state_dict into a fresh {name} failed: {err}")
+    x2 = _batch(batch, channels, hw, dtype, seed + 7)
     x2 = 0.3 * x2 - 2.0
     with torch.no_grad():
         want, want_ld = layer(x2)
-        got, got_ld = _as_pair(_call(fresh, x2, what=f"reloaded {name}.forward"), f"{name}.forward")
+        got, got_ld = as_pair(call(fresh, x2, what=f"reloaded {name}.forward"), f"{name}.forward")
     if not (torch.allclose(got, want) and torch.allclose(got_ld, want_ld)):
         with torch.no_grad():  # what a layer that sees x2 as its first batch gives
-            first, _ = _as_pair(_call(_new(cls, channels, dtype), x2, what=f"{name}.forward"), f"{name}.forward")
+            first, _ = call_pair(_new(cls, channels, dtype), x2, what=f"{name}.forward")
         cause = None
         if torch.allclose(got, first):
             cause = ("the reloaded layer initialised again on its first batch although the saved flag says it was initialised: "
                      "forward must read the registered buffer, which load_state_dict restores.")
-        _fail(name, "a reloaded layer gives different outputs from the original on the same batch", cause)
+        fail(name, "a reloaded layer gives different outputs from the original on the same batch", cause)
 
     if strict:
         # An uninitialised state loaded into an initialised layer: the next batch initialises it.
@@ -397,19 +391,19 @@ def check_actnorm_state(cls: type, *, channels: int = 3, batch: int = 8, hw: tup
         try:
             used.load_state_dict(blank.state_dict())
         except Exception as err:  # noqa: BLE001
-            _fail(name, f"loading an uninitialised {name}'s state_dict failed: {err}")
+            fail(name, f"loading an uninitialised {name}'s state_dict failed: {err}")
         with torch.no_grad():
-            y_used, _ = _as_pair(_call(used, x2, what=f"{name}.forward"), f"{name}.forward")
-            first, _ = _as_pair(_call(_new(cls, channels, dtype), x2, what=f"{name}.forward"), f"{name}.forward")
+            y_used, _ = call_pair(used, x2, what=f"{name}.forward")
+            first, _ = call_pair(_new(cls, channels, dtype), x2, what=f"{name}.forward")
         if not torch.allclose(y_used, first):
-            _fail(name, "after loading the state of a layer that was never initialised, the next batch should initialise it, "
-                  "as it does a new layer; it did not: the flag in the state_dict was not honoured")
+            fail(name, "after loading the state of a layer that was never initialised, the next batch should initialise it, "
+                 "as it does a new layer; it did not: the flag in the state_dict was not honoured")
         # A dtype change keeps the flag.
         converted = layer.float()
         if not _flag_value(converted):
-            _fail(name, "after .float() the layer's flag says not initialised; the flag must survive a dtype change")
+            fail(name, "after .float() the layer's flag says not initialised; the flag must survive a dtype change")
         with torch.no_grad():
-            y_conv, _ = _as_pair(_call(converted, x2.float(), what=f"{name}.forward after .float()"), f"{name}.forward")
+            y_conv, _ = as_pair(call(converted, x2.float(), what=f"{name}.forward after .float()"), f"{name}.forward")
         if not torch.allclose(y_conv.double(), want.double(), rtol=1e-4, atol=1e-4):
-            _fail(name, "after .float() the layer gives other outputs than before on the same batch: it initialised again")
-    _ok(f"{name} state_dict round trip (flag saved and restored)")
+            fail(name, "after .float() the layer gives other outputs than before on the same batch: it initialised again")
+    ok(f"{name} state_dict round trip (flag saved and restored)")

@@ -21,22 +21,23 @@ import torch
 from ..data import dequantize
 from ..density import bits_per_dim
 from ..flows import Glow, squeeze
-from .common import _call, _fail, _ok, _quiet
+from .common import call, check, fail, ok, perturb
 
 __all__ = ["check_evaluate_bpd", "check_sample_images", "check_interpolate", "check_manipulate", "tiny_glow"]
 
-N_BINS = 17
+N_BINS = 17  # grey levels of the digits-like images the checks use
+IMAGE_SIZE = 8  # their height and width
+LN_2 = math.log(2)  # nats per bit
 
 
-def tiny_glow(seed: int = 0, image_size: int = 8, in_channels: int = 1) -> Glow:
+def tiny_glow(seed: int = 0, image_size: int = IMAGE_SIZE, in_channels: int = 1) -> Glow:
     """A small Glow with ActNorm initialised on digits-like data and every parameter moved."""
     torch.manual_seed(seed)
     model = Glow(in_channels, K=1, L=2, hidden=8, image_size=image_size)
     images = torch.randint(0, N_BINS, (64, in_channels, image_size, image_size), dtype=torch.uint8)
     with torch.no_grad():
-        model(dequantize(images, N_BINS) - 0.5)
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+        model(dequantize(images, N_BINS) - 0.5)  # ActNorm's data-dependent init
+    perturb(model, 0.05)
     return model
 
 
@@ -78,9 +79,9 @@ def _rms(tensors) -> float:
     return float(flat.pow(2).mean().sqrt())
 
 
-def _digits(n: int, seed: int, image_size: int = 8, channels: int = 1):
+def _digits(n: int, seed: int, channels: int = 1):
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, N_BINS, (n, channels, image_size, image_size), generator=g).to(torch.uint8)
+    return torch.randint(0, N_BINS, (n, channels, IMAGE_SIZE, IMAGE_SIZE), generator=g).to(torch.uint8)
 
 
 def _max_diff(a, b) -> float:
@@ -94,7 +95,7 @@ def _changed(before: list[torch.Tensor], after: list) -> bool:
 # -- Exercise 1: evaluate_bpd ------------------------------------------------------------
 
 
-@_quiet
+@check
 def check_evaluate_bpd(fn: Callable, *, n: int = 70, batch_size: int = 32, channels: int = 3, seed: int = 0,
                        strict: bool = False) -> None:
     """``evaluate_bpd(model, images, n_bins, batch_size, seed)``: the mean bits/dim over all
@@ -116,22 +117,22 @@ def check_evaluate_bpd(fn: Callable, *, n: int = 70, batch_size: int = 32, chann
     images_before = images.clone()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.random.get_rng_state()
-    got = _call(fn, model, images, N_BINS, batch_size, seed, what=what)
+    got = call(fn, model, images, N_BINS, batch_size, seed, what=what)
     rng_touched = not torch.equal(rng, torch.random.get_rng_state())
     try:
         got = float(got)
     except (TypeError, ValueError, RuntimeError):
-        _fail(what, f"must return one number (the mean bits/dim), got {type(got).__name__}"
-              + (f" of shape {tuple(got.shape)}" if torch.is_tensor(got) else ""))
+        fail(what, f"must return one number (the mean bits/dim), got {type(got).__name__}"
+             + (f" of shape {tuple(got.shape)}" if torch.is_tensor(got) else ""))
     if any(not torch.equal(before[k], v) for k, v in model.state_dict().items()):
-        _fail(what, "evaluating changed the model's parameters or buffers: evaluation must not train or re-initialise the model")
+        fail(what, "evaluating changed the model's parameters or buffers: evaluation must not train or re-initialise the model")
     if not torch.equal(images, images_before):
-        _fail(what, "the uint8 images passed in were changed in place; work on a converted copy")
-    again = float(_call(fn, model, images, N_BINS, batch_size, seed, what=what))
+        fail(what, "the uint8 images passed in were changed in place; work on a converted copy")
+    again = float(call(fn, model, images, N_BINS, batch_size, seed, what=what))
     if abs(again - got) > 1e-5:
-        _fail(what, f"two calls with the same model, images and seed gave {got:.5f} and {again:.5f}",
-              "the dequantization noise is not drawn from a generator seeded with `seed` "
-              "(torch.Generator().manual_seed(seed)), so the figure changes from call to call.")
+        fail(what, f"two calls with the same model, images and seed gave {got:.5f} and {again:.5f}",
+             "the dequantization noise is not drawn from a generator seeded with `seed` "
+             "(torch.Generator().manual_seed(seed)), so the figure changes from call to call.")
 
     d, hw = images[0].numel(), images.shape[-1] * images.shape[-2]
     g = torch.Generator().manual_seed(seed)
@@ -145,16 +146,15 @@ def check_evaluate_bpd(fn: Callable, *, n: int = 70, batch_size: int = 32, chann
     if abs(got - want) <= tol:
         if strict:
             _evaluate_bpd_strict(fn, model, images, seed, want, tol, rng_touched)
-        _ok(f"{what} ({n} images of {channels}x8x8, batches of {batch_size})")
+        ok(f"{what} ({n} images of {channels}x{IMAGE_SIZE}x{IMAGE_SIZE}, batches of {batch_size})")
         return
 
     batch_means = [float(b.mean()) for b in per_image.split(batch_size)]
-    ln2 = math.log(2)
     known = [
         (uncentred, "the images were not centred: the model expects dequantized values minus 0.5, in [-0.5, 0.5)."),
         (want - math.log2(N_BINS), "the D log(n_bins) term is missing: bpd = (-log p(y) + D log n_bins) / (D ln 2), "
                                    "as glowcourse.bits_per_dim computes it."),
-        (want * ln2, "the result is in nats per dimension: divide by ln 2 for bits (glowcourse.bits_per_dim does)."),
+        (want * LN_2, "the result is in nats per dimension: divide by ln 2 for bits (glowcourse.bits_per_dim does)."),
         (sum(batch_means) / len(batch_means),
          f"the mean of the {len(batch_means)} batch means: the last batch holds only {tail} images, yet it counts as much "
          f"as a full batch of {batch_size}. Sum the per-image bits/dim over every batch and divide by the number of images."),
@@ -164,30 +164,30 @@ def check_evaluate_bpd(fn: Callable, *, n: int = 70, batch_size: int = 32, chann
         (float(per_image.sum()), "the sum over the images was returned, not the mean."),
     ]
     cause = next((c for v, c in known if abs(v - want) > 3 * tol and abs(got - v) <= tol), None)
-    _fail(what, f"got {got:.4f} bits/dim, expected {want:.4f} (+-{tol}): the mean over all {n} images of "
-                f"bits_per_dim(model(dequantized - 0.5)[1], D, n_bins)", cause)
+    fail(what, f"got {got:.4f} bits/dim, expected {want:.4f} (+-{tol}): the mean over all {n} images of "
+               f"bits_per_dim(model(dequantized - 0.5)[1], D, n_bins)", cause)
 
 
 def _evaluate_bpd_strict(fn, model, images, seed, want, tol, rng_touched) -> None:
     __tracebackhide__ = True
     what = "evaluate_bpd"
     if rng_touched:
-        _fail(what, "evaluating changed torch's global random state; the training loop calls evaluate_bpd after every "
-                    "epoch, so its data order and noise would then depend on the evaluation",
-              "the global generator was seeded or drawn from inside evaluate_bpd (torch.manual_seed, or "
-              "torch.rand without a generator): draw the noise from a torch.Generator of its own.")
+        fail(what, "evaluating changed torch's global random state; the training loop calls evaluate_bpd after every "
+                   "epoch, so its data order and noise would then depend on the evaluation",
+             "the global generator was seeded or drawn from inside evaluate_bpd (torch.manual_seed, or "
+             "torch.rand without a generator): draw the noise from a torch.Generator of its own.")
     n = len(images)
-    whole = float(_call(fn, model, images, N_BINS, n, seed, what=what))
-    small = float(_call(fn, model, images, N_BINS, 7, seed, what=what))
+    whole = float(call(fn, model, images, N_BINS, n, seed, what=what))
+    small = float(call(fn, model, images, N_BINS, 7, seed, what=what))
     if abs(whole - small) > tol or abs(whole - want) > tol:
-        _fail(what, f"the figure depends on the batch size: {whole:.4f} with all {n} images in one batch, "
-                    f"{small:.4f} in batches of 7; the mean over the images cannot")
+        fail(what, f"the figure depends on the batch size: {whole:.4f} with all {n} images in one batch, "
+                   f"{small:.4f} in batches of 7; the mean over the images cannot")
 
 
 # -- Exercise 2: sample_images ------------------------------------------------------------
 
 
-@_quiet
+@check
 def check_sample_images(fn: Callable, *, n: int = 64, seed: int = 0, temperatures: tuple = (0.5, 1.0),
                         strict: bool = False) -> None:
     """``sample_images(model, n, temperature)``: ``n`` samples as images in [0, 1].
@@ -202,22 +202,22 @@ def check_sample_images(fn: Callable, *, n: int = 64, seed: int = 0, temperature
     __tracebackhide__ = True
     what = "sample_images"
     model = tiny_glow(seed)
-    out = _call(fn, model, n, 0.7, what=f"{what}(model, {n}, 0.7)")
-    if not torch.is_tensor(out) or out.shape != (n, 1, 8, 8):
-        _fail(what, f"returned {tuple(getattr(out, 'shape', ()))}, expected ({n}, 1, 8, 8)")
+    out = call(fn, model, n, 0.7, what=f"{what}(model, {n}, 0.7)")
+    if not torch.is_tensor(out) or out.shape != (n, 1, IMAGE_SIZE, IMAGE_SIZE):
+        fail(what, f"returned {tuple(getattr(out, 'shape', ()))}, expected ({n}, 1, {IMAGE_SIZE}, {IMAGE_SIZE})")
 
     means = model.sample(n, 0.0)  # deterministic: every latent at its prior mean
-    a = _call(fn, model, n, 0.0, what=f"{what}(model, {n}, 0)").detach()
-    b = _call(fn, model, n, 0.0, what=f"{what}(model, {n}, 0)").detach()
+    a = call(fn, model, n, 0.0, what=f"{what}(model, {n}, 0)").detach()
+    b = call(fn, model, n, 0.0, what=f"{what}(model, {n}, 0)").detach()
     if not torch.allclose(a, b, atol=1e-5):
         cause = None
         narrow = _narrow_glow(seed)
-        c = _call(fn, narrow, n, 0.0, what=f"{what}(model, {n}, 0)").detach()
+        c = call(fn, narrow, n, 0.0, what=f"{what}(model, {n}, 0)").detach()
         if c.min() > 0 and c.max() < 1 and abs(_rms(_standardised(narrow, c - 0.5)) - 1) < 0.1:
             cause = ("the temperature is ignored: asked for temperature 0, the samples have the spread of temperature 1. "
                      "Pass it on: model.sample(n, temperature).")
-        _fail(what, "two calls at temperature 0 returned different images; at temperature 0 every latent is its "
-                    "prior mean, so the images are fixed", cause)
+        fail(what, "two calls at temperature 0 returned different images; at temperature 0 every latent is its "
+                   "prior mean, so the images are fixed", cause)
     want = (means + 0.5).clamp(0, 1)
     if not torch.allclose(a, want, atol=1e-4):
         known = [
@@ -226,21 +226,21 @@ def check_sample_images(fn: Callable, *, n: int = 64, seed: int = 0, temperature
             (means, "the model-space samples were returned as they are: add 0.5, then clamp to [0, 1]."),
         ]
         cause = next((c for v, c in known if torch.allclose(a, v, atol=1e-4)), None)
-        _fail(what, f"at temperature 0 the images are not the decoded prior means plus 0.5 (they differ by up to {_max_diff(a, want):.3g})", cause)
+        fail(what, f"at temperature 0 the images are not the decoded prior means plus 0.5 (they differ by up to {_max_diff(a, want):.3g})", cause)
 
     for t in (0.7, 1.0):
-        out = _call(fn, model, n, t, what=f"{what}(model, {n}, {t})").detach()
+        out = call(fn, model, n, t, what=f"{what}(model, {n}, {t})").detach()
         if out.min() < 0 or out.max() > 1:
-            _fail(what, f"at temperature {t} the values span [{float(out.min()):.3g}, {float(out.max()):.3g}]; images must lie in [0, 1]",
-                  "the clamp to [0, 1] is missing: the temperature-0 images (which need none) were right, but samples at "
-                  "higher temperature leave [-0.5, 0.5) in model space; clamp after adding 0.5.")
+            fail(what, f"at temperature {t} the values span [{float(out.min()):.3g}, {float(out.max()):.3g}]; images must lie in [0, 1]",
+                 "the clamp to [0, 1] is missing: the temperature-0 images (which need none) were right, but samples at "
+                 "higher temperature leave [-0.5, 0.5) in model space; clamp after adding 0.5.")
 
     narrow = _narrow_glow(seed)
     for t in temperatures:
-        out = _call(fn, narrow, n, t, what=f"{what}(model, {n}, {t})").detach()
-        if not torch.is_tensor(out) or out.shape != (n, 1, 8, 8) or not (out.min() > 0 and out.max() < 1):
-            _fail(what, f"at temperature {t}, on a model whose samples all lie well inside (0, 1), some returned values are "
-                        "0, 1 or outside: the images were changed beyond adding 0.5")
+        out = call(fn, narrow, n, t, what=f"{what}(model, {n}, {t})").detach()
+        if not torch.is_tensor(out) or out.shape != (n, 1, IMAGE_SIZE, IMAGE_SIZE) or not (out.min() > 0 and out.max() < 1):
+            fail(what, f"at temperature {t}, on a model whose samples all lie well inside (0, 1), some returned values are "
+                       "0, 1 or outside: the images were changed beyond adding 0.5")
         eps = _standardised(narrow, out - 0.5)
         rms = _rms(eps)
         if abs(rms - t) > 0.1 * t + 0.01:
@@ -252,19 +252,19 @@ def check_sample_images(fn: Callable, *, n: int = 64, seed: int = 0, temperature
                 cause = f"the temperature was applied twice: {rms:.3f} is {t}^2 = {t * t:.3f}. Multiply the standard deviation by T once."
             elif t != 1 and abs(rms - 1) < 0.1:
                 cause = "the temperature is ignored: the latents have the spread of temperature 1. Pass it on: model.sample(n, temperature)."
-            _fail(what, f"at temperature {t} the samples' latents (encoded back; every level, in units of its prior's standard "
-                        f"deviation around its mean) have a spread (RMS) of {rms:.3f}, expected {t}: Glow's temperature T "
-                        "scales the prior's standard deviation by T", cause)
+            fail(what, f"at temperature {t} the samples' latents (encoded back; every level, in units of its prior's standard "
+                       f"deviation around its mean) have a spread (RMS) of {rms:.3f}, expected {t}: Glow's temperature T "
+                       "scales the prior's standard deviation by T", cause)
         if strict:
             _sample_images_strict(eps, out, t)
 
-    c = _call(fn, model, n, 1.0, what=what)
-    d = _call(fn, model, n, 1.0, what=what)
+    c = call(fn, model, n, 1.0, what=what)
+    d = call(fn, model, n, 1.0, what=what)
     if torch.allclose(c, d):
-        _fail(what, "two calls at temperature 1 returned the same images: each call must draw new latents",
-              "the noise comes from a generator re-seeded on every call (torch.manual_seed, or a seeded "
-              "torch.Generator, inside sample_images).")
-    _ok(f"{what} (n={n}, temperatures 0, {', '.join(str(t) for t in temperatures)}, 0.7, 1)")
+        fail(what, "two calls at temperature 1 returned the same images: each call must draw new latents",
+             "the noise comes from a generator re-seeded on every call (torch.manual_seed, or a seeded "
+             "torch.Generator, inside sample_images).")
+    ok(f"{what} (n={n}, temperatures 0, {', '.join(str(t) for t in temperatures)}, 0.7, 1)")
 
 
 def _sample_images_strict(eps: list[torch.Tensor], out: torch.Tensor, t: float) -> None:
@@ -273,22 +273,22 @@ def _sample_images_strict(eps: list[torch.Tensor], out: torch.Tensor, t: float) 
     for level, e in enumerate(eps):
         rms = _rms([e])
         if abs(rms - t) > 0.15 * t + 0.01:
-            _fail(what, f"at temperature {t} the latents of level {level} have a spread of {rms:.3f} prior standard "
-                        f"deviations, expected {t}: the temperature applies to every level's prior, the split priors too")
+            fail(what, f"at temperature {t} the latents of level {level} have a spread of {rms:.3f} prior standard "
+                       f"deviations, expected {t}: the temperature applies to every level's prior, the split priors too")
     if t > 0:
         flat = out.flatten(1)
         if len(torch.unique(flat, dim=0)) < len(flat):
-            _fail(what, f"at temperature {t} some of the {len(flat)} samples of one call are identical: each sample needs its own latents")
+            fail(what, f"at temperature {t} some of the {len(flat)} samples of one call are identical: each sample needs its own latents")
         mean = float(torch.cat([e.flatten() for e in eps]).mean())
         if abs(mean) > 0.1 * t:
-            _fail(what, f"at temperature {t} the latents sit {mean:.3f} prior standard deviations off their prior means "
-                        "on average, expected 0: the noise must be centred (a standard normal)")
+            fail(what, f"at temperature {t} the latents sit {mean:.3f} prior standard deviations off their prior means "
+                       "on average, expected 0: the noise must be centred (a standard normal)")
 
 
 # -- Exercise 3: interpolate ----------------------------------------------------------------
 
 
-@_quiet
+@check
 def check_interpolate(fn: Callable, *, steps: int = 5, seed: int = 0, channels: int = 1, strict: bool = False) -> None:
     """``interpolate(model, x1, x2, steps)``: the decoded points ``(1 - t) z1 + t z2`` for
     ``t = linspace(0, 1, steps)``, in every level's latent. ``strict`` (the hidden test) adds
@@ -298,11 +298,11 @@ def check_interpolate(fn: Callable, *, steps: int = 5, seed: int = 0, channels: 
     model = tiny_glow(seed, in_channels=channels)
     x = dequantize(_digits(2, seed + 2, channels=channels), N_BINS, torch.Generator().manual_seed(seed)) - 0.5
     x1, x2 = x[:1].clone(), x[1:].clone()
-    out = _call(fn, model, x1, x2, steps, what=what)
-    if not torch.is_tensor(out) or out.shape != (steps, channels, 8, 8):
-        _fail(what, f"returned {tuple(getattr(out, 'shape', ()))}, expected ({steps}, {channels}, 8, 8)")
+    out = call(fn, model, x1, x2, steps, what=what)
+    if not torch.is_tensor(out) or out.shape != (steps, channels, IMAGE_SIZE, IMAGE_SIZE):
+        fail(what, f"returned {tuple(getattr(out, 'shape', ()))}, expected ({steps}, {channels}, {IMAGE_SIZE}, {IMAGE_SIZE})")
     if not (torch.equal(x1, x[:1]) and torch.equal(x2, x[1:])):
-        _fail(what, "x1 or x2 was changed in place; the caller's images must stay as they were")
+        fail(what, "x1 or x2 was changed in place; the caller's images must stay as they were")
     out = out.detach()
     z1, z2 = _latents(model, x1), _latents(model, x2)
     t = torch.linspace(0, 1, steps).view(-1, 1, 1, 1)
@@ -310,14 +310,14 @@ def check_interpolate(fn: Callable, *, steps: int = 5, seed: int = 0, channels: 
         want = model.inverse([(1 - t) * a + t * b for a, b in zip(z1, z2)])
     if not torch.allclose(out, want, atol=1e-4):
         detail, cause = _path_detail(model, out, x1, x2, z1, z2, want, steps)
-        _fail(what, "the images are not the decoded points (1 - t) z1 + t z2, t = linspace(0, 1, steps), of every level's "
-                    f"latent: {detail}", cause)
+        fail(what, "the images are not the decoded points (1 - t) z1 + t z2, t = linspace(0, 1, steps), of every level's "
+                   f"latent: {detail}", cause)
     if strict:
-        back = _call(fn, model, x2.clone(), x1.clone(), steps, what=what)
+        back = call(fn, model, x2.clone(), x1.clone(), steps, what=what)
         if not torch.is_tensor(back) or back.shape != out.shape or not torch.allclose(back.detach().flip(0), out, atol=1e-4):
-            _fail(what, "interpolate(x2, x1) is not interpolate(x1, x2) in reverse order: the straight line between two "
-                        "latents is the same path whichever end it starts from")
-    _ok(f"{what} ({steps} steps, {channels} channel{'s' if channels > 1 else ''})")
+            fail(what, "interpolate(x2, x1) is not interpolate(x1, x2) in reverse order: the straight line between two "
+                       "latents is the same path whichever end it starts from")
+    ok(f"{what} ({steps} steps, {channels} channel{'s' if channels > 1 else ''})")
 
 
 def _path_detail(model, out, x1, x2, z1, z2, want, steps) -> tuple[str, str | None]:
@@ -361,7 +361,7 @@ def _path_detail(model, out, x1, x2, z1, z2, want, steps) -> tuple[str, str | No
 # -- Exercise 4: class_direction and manipulate --------------------------------------------
 
 
-@_quiet
+@check
 def check_manipulate(class_direction: Callable, manipulate: Callable, *, n: int = 40, seed: int = 0, strict: bool = False) -> None:
     """``class_direction`` is the mean latent of class a minus class b, per level; ``manipulate``
     adds ``scale`` times it to the images' latents and decodes, leaving the caller's images and
@@ -373,18 +373,18 @@ def check_manipulate(class_direction: Callable, manipulate: Callable, *, n: int 
     x = dequantize(_digits(n, seed + 3), N_BINS, torch.Generator().manual_seed(seed)) - 0.5
     labels = torch.arange(n) % 3
     x_in, labels_in = x.clone(), labels.clone()
-    direction = _call(class_direction, model, x_in, labels_in, 0, 2, what="class_direction(model, x, labels, 0, 2)")
+    direction = call(class_direction, model, x_in, labels_in, 0, 2, what="class_direction(model, x, labels, 0, 2)")
     if not (torch.equal(x_in, x) and torch.equal(labels_in, labels)):
-        _fail("class_direction", "x or labels was changed in place; the caller's tensors must stay as they were")
+        fail("class_direction", "x or labels was changed in place; the caller's tensors must stay as they were")
     zs = _latents(model, x)
     if not isinstance(direction, (list, tuple)) or len(direction) != len(zs):
-        _fail("class_direction", f"must return a list with one tensor per latent level ({len(zs)}), got {type(direction).__name__}"
-              + (f" of length {len(direction)}" if isinstance(direction, (list, tuple)) else ""))
+        fail("class_direction", f"must return a list with one tensor per latent level ({len(zs)}), got {type(direction).__name__}"
+             + (f" of length {len(direction)}" if isinstance(direction, (list, tuple)) else ""))
     a_mask, b_mask = labels == 0, labels == 2
     for level, (d, z) in enumerate(zip(direction, zs)):
         want = z[a_mask].mean(0, keepdim=True) - z[b_mask].mean(0, keepdim=True)
         if not torch.is_tensor(d) or d.numel() != want.numel():
-            _fail("class_direction", f"level {level}: shape {tuple(getattr(d, 'shape', ()))}, expected {tuple(want.shape)} (one latent)")
+            fail("class_direction", f"level {level}: shape {tuple(getattr(d, 'shape', ()))}, expected {tuple(want.shape)} (one latent)")
         d = d.detach().reshape(want.shape)  # with or without the batch dimension of 1: both broadcast
         if not torch.allclose(d, want, atol=1e-4):
             mean_a = z[a_mask].mean(0, keepdim=True)
@@ -396,36 +396,36 @@ def check_manipulate(class_direction: Callable, manipulate: Callable, *, n: int 
                 (mean_a - z.mean(0, keepdim=True), "the mean of all images was subtracted, not that of class b."),
             ]
             cause = next((c for v, c in known if torch.allclose(d, v, atol=1e-4)), None)
-            _fail("class_direction", f"level {level} differs from mean(z | class 0) - mean(z | class 2) by up to {_max_diff(d, want):.3g}", cause)
+            fail("class_direction", f"level {level} differs from mean(z | class 0) - mean(z | class 2) by up to {_max_diff(d, want):.3g}", cause)
 
     saved = [d.detach().clone() for d in direction]
     x0 = x[:4].clone()
 
-    def call(images, scale):
+    def apply(images, scale):
         __tracebackhide__ = True
         images_in = images.clone()
-        out = _call(manipulate, model, images_in, direction, scale, what=f"manipulate(..., scale={scale})")
+        out = call(manipulate, model, images_in, direction, scale, what=f"manipulate(..., scale={scale})")
         if _changed(saved, direction):
             now = [dd.detach() for dd in direction]
             scaled = all(nd.shape == s.shape and torch.allclose(nd, s * scale, atol=1e-6) for nd, s in zip(now, saved))
-            _fail("manipulate", f"the caller's direction changed during manipulate(..., scale={scale}): every later call then "
-                                "moves the images by a different amount",
-                  ("the direction was scaled in place (d *= scale, or d.mul_(scale)): " if scaled else
-                   "the direction was modified in place: ") + "compute z + scale * d as a new tensor.")
+            fail("manipulate", f"the caller's direction changed during manipulate(..., scale={scale}): every later call then "
+                               "moves the images by a different amount",
+                 ("the direction was scaled in place (d *= scale, or d.mul_(scale)): " if scaled else
+                  "the direction was modified in place: ") + "compute z + scale * d as a new tensor.")
         if not torch.equal(images_in, images):
-            _fail("manipulate", "the images passed in were changed in place; the caller's images must stay as they were")
+            fail("manipulate", "the images passed in were changed in place; the caller's images must stay as they were")
         if not torch.is_tensor(out) or out.shape != images.shape:
-            _fail("manipulate", f"returned {tuple(getattr(out, 'shape', ()))}, expected {tuple(images.shape)} (the moved images)")
+            fail("manipulate", f"returned {tuple(getattr(out, 'shape', ()))}, expected {tuple(images.shape)} (the moved images)")
         return out.detach()
 
-    same = call(x0, 0.0)
+    same = apply(x0, 0.0)
     if not torch.allclose(same, x0, atol=1e-4):
         cause = None
         if torch.allclose(same, (x0 + 0.5).clamp(0, 1), atol=1e-4) or torch.allclose(same, x0 + 0.5, atol=1e-4):
             cause = "0.5 was added to the result: return model space, like the images passed in."
-        _fail("manipulate", f"with scale 0 the images must come back unchanged; they differ by up to {_max_diff(same, x0):.3g}", cause)
+        fail("manipulate", f"with scale 0 the images must come back unchanged; they differ by up to {_max_diff(same, x0):.3g}", cause)
     scale = 1.5
-    moved = call(x0, scale)
+    moved = apply(x0, scale)
     z0, zm = _latents(model, x0), _latents(model, moved)
     for level, (a, m, d) in enumerate(zip(z0, zm, saved)):
         d = d.reshape(1, *a.shape[1:])
@@ -436,25 +436,25 @@ def check_manipulate(class_direction: Callable, manipulate: Callable, *, n: int 
                 (a - scale * d, "the direction was subtracted: the latents must move by + scale * direction."),
             ]
             cause = next((c for v, c in known if torch.allclose(m, v, atol=1e-3)), None)
-            _fail("manipulate", f"the latents of level {level} did not move by scale * direction (scale {scale}); "
-                                f"they are off by up to {_max_diff(m, a + scale * d):.3g}", cause)
-    again = call(x0, scale)
+            fail("manipulate", f"the latents of level {level} did not move by scale * direction (scale {scale}); "
+                               f"they are off by up to {_max_diff(m, a + scale * d):.3g}", cause)
+    again = apply(x0, scale)
     if not torch.allclose(again, moved, atol=1e-5):
-        _fail("manipulate", "a second call with the same images, direction and scale returned other images")
+        fail("manipulate", "a second call with the same images, direction and scale returned other images")
 
     if strict:
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 11))
-        shuffled = _call(class_direction, model, x[perm].clone(), labels[perm].clone(), 0, 2, what="class_direction")
+        shuffled = call(class_direction, model, x[perm].clone(), labels[perm].clone(), 0, 2, what="class_direction")
         if not isinstance(shuffled, (list, tuple)) or len(shuffled) != len(saved) or not all(
                 torch.is_tensor(s) and s.numel() == d.numel() and torch.allclose(s.detach().reshape(d.shape), d, atol=1e-4)
                 for s, d in zip(shuffled, saved)):
-            _fail("class_direction", "shuffling the images (with their labels) changed the direction: a mean over each class "
-                                     "does not depend on the order of the images")
-        steps = call(call(x0, 0.5), 1.0)
+            fail("class_direction", "shuffling the images (with their labels) changed the direction: a mean over each class "
+                                    "does not depend on the order of the images")
+        steps = apply(apply(x0, 0.5), 1.0)
         if not torch.allclose(steps, moved, atol=2e-3):
-            _fail("manipulate", f"moving by 0.5 and then by 1.0 differs from moving by 1.5 (by up to {_max_diff(steps, moved):.3g}): "
-                                "adding to the latents of an exact bijection composes")
-        alone = call(x0[1:2], scale)
+            fail("manipulate", f"moving by 0.5 and then by 1.0 differs from moving by 1.5 (by up to {_max_diff(steps, moved):.3g}): "
+                               "adding to the latents of an exact bijection composes")
+        alone = apply(x0[1:2], scale)
         if not torch.allclose(alone, moved[1:2], atol=1e-4):
-            _fail("manipulate", "an image moved alone comes out differently than within a batch: each image moves on its own")
-    _ok("class_direction and manipulate")
+            fail("manipulate", "an image moved alone comes out differently than within a batch: each image moves on its own")
+    ok("class_direction and manipulate")

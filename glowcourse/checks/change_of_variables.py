@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from ..density import LOG_2PI, bits_per_dim as _bits_per_dim, standard_normal_log_prob
-from .common import CheckFailed, _as_pair, _call, _check_logdet_shape, _close, _explain, _fail, _fmt, _ok, _quiet, check_flow_layer
+from ..flows import gaussian_log_prob
+from .common import (CheckFailed, as_pair, build, call, call_pair, check, check_flow_layer, check_logdet_shape, close, explain,
+                     fail, fmt, match, ok)
 
 __all__ = ["check_affine_flow", "check_compose", "check_brute_force_logdet", "check_flow_log_prob", "check_dequantize", "check_bits_per_dim"]
 
@@ -32,14 +34,6 @@ def _try(fn: Callable, *args):
         return None, err
 
 
-def _match(got: torch.Tensor, candidates, rtol: float = 1e-5, atol: float = 1e-7) -> str | None:
-    """The description of the first candidate value that ``got`` equals, else None."""
-    for value, cause in candidates:
-        if _close(got, value, rtol=rtol, atol=atol):
-            return cause
-    return None
-
-
 def _tensors(out) -> list:
     return [t for t in (out if isinstance(out, (tuple, list)) else [out]) if torch.is_tensor(t)]
 
@@ -49,15 +43,15 @@ def _twice(fn: Callable, args: tuple, what: str):
     must agree. Returns the first call's result."""
     __tracebackhide__ = True
     before = [a.detach().clone() if torch.is_tensor(a) else None for a in args]
-    first = _call(fn, *args, what=what)
+    first = call(fn, *args, what=what)
     for i, (a, b) in enumerate(zip(args, before)):
         if b is not None and not torch.equal(a.detach(), b):
-            _fail(what, f"changed its input tensor (argument {i + 1}) in place; the caller's tensor now holds other values",
-                  "an in-place operation on the input (`*=`, `+=`, `.mul_()`, `x[...] = ...`): compute a new tensor instead.")
-    second = _call(fn, *args, what=what)
+            fail(what, f"changed its input tensor (argument {i + 1}) in place; the caller's tensor now holds other values",
+                 "an in-place operation on the input (`*=`, `+=`, `.mul_()`, `x[...] = ...`): compute a new tensor instead.")
+    second = call(fn, *args, what=what)
     a, b = _tensors(first), _tensors(second)
     if len(a) != len(b) or any(u.shape != v.shape or not torch.equal(u.detach(), v.detach()) for u, v in zip(a, b)):
-        _fail(what, "two calls with the same input gave different results; the answer must depend on the input only")
+        fail(what, "two calls with the same input gave different results; the answer must depend on the input only")
     return first
 
 
@@ -152,7 +146,7 @@ class _Chain(nn.Module):
 # Exercise 1: the elementwise affine flow
 
 
-@_quiet
+@check
 def check_affine_flow(cls: type, *, dim: int = 3, batch: int = 5, seed: int = 0, dtype: torch.dtype = torch.float64,
                       strict: bool = False) -> None:
     """``ElementwiseAffine``: ``y = x * exp(log_scale) + shift``, log-det ``sum(log_scale)``.
@@ -161,12 +155,11 @@ def check_affine_flow(cls: type, *, dim: int = 3, batch: int = 5, seed: int = 0,
     to both parameters is the spec's, so maximum likelihood trains the layer correctly.
     """
     __tracebackhide__ = True
-    torch.manual_seed(seed)
     name = cls.__name__
-    layer = _call(cls, dim, what=f"{name}({dim})")
+    layer = build(cls, dim, name=name)
     for p in ("log_scale", "shift"):
         if not isinstance(getattr(layer, p, None), nn.Parameter):
-            _fail(name, f"has no nn.Parameter named {p!r}", "keep the given __init__, which creates log_scale and shift.")
+            fail(name, f"has no nn.Parameter named {p!r}", "keep the given __init__, which creates log_scale and shift.")
     layer = layer.to(dtype)
     with torch.no_grad():  # random parameters: an identity layer passes nothing
         layer.log_scale.copy_(0.7 * torch.randn(dim, dtype=dtype))
@@ -176,18 +169,18 @@ def check_affine_flow(cls: type, *, dim: int = 3, batch: int = 5, seed: int = 0,
     rtol, atol = (1e-5, 1e-6) if dtype == torch.float32 else (1e-9, 1e-10)
 
     # The spec's map, at non-zero parameters, before the generic flow properties.
-    y, _ = _as_pair(_twice(layer, (x,), f"{name}.forward"), f"{name}.forward")
+    y, _ = as_pair(_twice(layer, (x,), f"{name}.forward"), f"{name}.forward")
     want_y = x * s.exp() + t
-    if y.shape == x.shape and not _close(y, want_y, rtol=rtol, atol=atol):
-        _fail(f"{name}.forward", f"output {_fmt(y)} but x * exp(log_scale) + shift is {_fmt(want_y)}", _match(y, [
+    if y.shape == x.shape and not close(y, want_y, rtol=rtol, atol=atol):
+        fail(f"{name}.forward", f"output {fmt(y)} but x * exp(log_scale) + shift is {fmt(want_y)}", match(y, [
             (x * s + t, "the scale is exp(log_scale), not log_scale itself: y = x * exp(log_scale) + shift."),
             ((x + t) * s.exp(), "the shift is added before scaling; the spec adds it after: y = x * exp(log_scale) + shift."),
             (x * (-s).exp() + t, "forward scales by exp(-log_scale), the inverse's factor; forward multiplies by exp(log_scale)."),
         ], rtol=rtol, atol=atol))
-    x_back, _ = _as_pair(_twice(layer.inverse, (want_y,), f"{name}.inverse"), f"{name}.inverse")
-    if x_back.shape == x.shape and not _close(x_back, x, rtol=1e-4, atol=1e-5):
+    x_back, _ = as_pair(_twice(layer.inverse, (want_y,), f"{name}.inverse"), f"{name}.inverse")
+    if x_back.shape == x.shape and not close(x_back, x, rtol=1e-4, atol=1e-5):
         err = float((x_back.detach() - x).abs().max())
-        _fail(f"{name}.inverse", f"inverse(x * exp(log_scale) + shift) differs from x by up to {err:.3g}", _match(x_back, [
+        fail(f"{name}.inverse", f"inverse(x * exp(log_scale) + shift) differs from x by up to {err:.3g}", match(x_back, [
             (want_y * (-s).exp() - t, "the inverse divides by exp(log_scale) first and then subtracts the shift; undo the operations "
                                       "in reverse order: subtract the shift first, then divide: x = (y - shift) * exp(-log_scale)."),
             ((want_y - t) * s.exp(), "the inverse multiplies by exp(log_scale) again; it must divide by it: x = (y - shift) * exp(-log_scale)."),
@@ -205,7 +198,7 @@ def check_affine_flow(cls: type, *, dim: int = 3, batch: int = 5, seed: int = 0,
     check_flow_layer(layer, x, name=name, known_mistakes=known)
     if strict:
         _check_nll_gradient(layer, x, name, lambda v: v * layer.log_scale.exp() + layer.shift, lambda v: layer.log_scale.sum().expand(v.shape[0]))
-    _ok(f"{name} (dim={dim}, batch={batch}, {_float_name(dtype)})")
+    ok(f"{name} (dim={dim}, batch={batch}, {_float_name(dtype)})")
 
 
 def _check_nll_gradient(layer: nn.Module, x: torch.Tensor, name: str, ref_y: Callable, ref_logdet: Callable) -> None:
@@ -214,7 +207,7 @@ def _check_nll_gradient(layer: nn.Module, x: torch.Tensor, name: str, ref_y: Cal
     __tracebackhide__ = True
     params = [(n, p) for n, p in layer.named_parameters() if p.requires_grad]
     tensors = [p for _, p in params]
-    y, logdet = _as_pair(_call(layer, x, what=f"{name}.forward"), f"{name}.forward")
+    y, logdet = call_pair(layer, x, what=f"{name}.forward")
     loss = (0.5 * y.square().flatten(1).sum(1) - logdet).sum()
     got = torch.autograd.grad(loss, tensors, allow_unused=True) if loss.requires_grad else [None] * len(tensors)
     ref = (0.5 * ref_y(x).square().flatten(1).sum(1) - ref_logdet(x)).sum()
@@ -223,15 +216,15 @@ def _check_nll_gradient(layer: nn.Module, x: torch.Tensor, name: str, ref_y: Cal
     wrong = [n for (n, p), g, w in zip(params, got, want)
              if not torch.allclose(torch.zeros_like(p) if g is None else g, torch.zeros_like(p) if w is None else w, **tol)]
     if wrong:
-        _fail(f"{name}.forward", f"the gradient of -log p(x) with respect to {', '.join(wrong)} differs from the spec's map; "
-              "maximum-likelihood training would not follow the right direction")
+        fail(f"{name}.forward", f"the gradient of -log p(x) with respect to {', '.join(wrong)} differs from the spec's map; "
+             "maximum-likelihood training would not follow the right direction")
 
 
 # ---------------------------------------------------------------------------------------------
 # Exercise 2: composing flows
 
 
-@_quiet
+@check
 def check_compose(cls: type, *, dim: int = 2, batch: int = 4, seed: int = 0, dtype: torch.dtype = torch.float64,
                   image: tuple = (2, 2, 4), strict: bool = False) -> None:
     """``Compose(layers)``: apply in order, log-dets add; inverse in reverse order.
@@ -241,7 +234,6 @@ def check_compose(cls: type, *, dim: int = 2, batch: int = 4, seed: int = 0, dty
     (log-det 0 per sample), and a ``Compose`` nested in a ``Compose`` is a flow like any other.
     """
     __tracebackhide__ = True
-    torch.manual_seed(seed)
     name = cls.__name__
     flat_layers = [_Affine(dim, dtype), _Mix(dim, dtype), _Affine(dim, dtype)]
     x = torch.randn(batch, dim, dtype=dtype)
@@ -252,21 +244,21 @@ def check_compose(cls: type, *, dim: int = 2, batch: int = 4, seed: int = 0, dty
     _check_composition(cls, img_layers, xi, name, f"an image batch {tuple(xi.shape)}", flat_ok=True)
 
     if strict:
-        empty = _call(cls, [], what=f"{name}([])")
-        y, logdet = _as_pair(_call(empty, x, what=f"{name}([]).forward"), f"{name}([]).forward")
+        empty = build(cls, [], name=name)
+        y, logdet = call_pair(empty, x, what=f"{name}([]).forward")
         if not torch.is_tensor(logdet) or logdet.shape != (batch,) or not torch.equal(y, x) or bool(logdet.abs().max() > 0):
-            _fail(f"{name}([])", f"a composition of no layers should return its input and a log-det of zeros of shape ({batch},), "
-                  f"got a log-det of shape {tuple(logdet.shape)}")
+            fail(f"{name}([])", f"a composition of no layers should return its input and a log-det of zeros of shape ({batch},), "
+                 f"got a log-det of shape {tuple(logdet.shape)}")
         torch.manual_seed(seed + 1)
-        inner = _call(cls, [_Tanh(dtype), _Affine(image, dtype)], what=f"{name}(layers)")
+        inner = call(cls, [_Tanh(dtype), _Affine(image, dtype)], what=f"{name}(layers)")
         _check_composition(cls, [inner, _Mix(image[0], dtype)], xi, name, "a Compose nested in a Compose", flat_ok=True)
-    _ok(f"{name} of {len(flat_layers)} layers on flat {tuple(x.shape)} and image {tuple(xi.shape)} batches")
+    ok(f"{name} of {len(flat_layers)} layers on flat {tuple(x.shape)} and image {tuple(xi.shape)} batches")
 
 
 def _check_composition(cls, layers, x, name, where, flat_ok):
     __tracebackhide__ = True
     ref = _Chain(layers)
-    flow = _call(cls, layers, what=f"{name}(layers)")
+    flow = call(cls, layers, what=f"{name}(layers)")
     with torch.no_grad():
         want_y, want_ld = ref(x)
         partial = [x]
@@ -276,45 +268,45 @@ def _check_composition(cls, layers, x, name, where, flat_ok):
     out, err = _try(flow, x)
     if err is not None:
         if flat_ok and "size of tensor" in str(err):
-            _fail(f"{name}.forward", f"on {where}: raised {type(err).__name__}: {err}. It works on flat batches, and every layer "
-                  f"returns a log-det of shape ({x.shape[0]},)",
-                  f"the running total of log-dets is shaped like part of x, which fits flat batches only: start it as one zero "
-                  f"per sample, torch.zeros(x.shape[0]).")
-        _call(flow, x, what=f"{name}.forward on {where}")
-    y, logdet = _as_pair(out, f"{name}.forward")
-    if y.shape == x.shape and not _close(y, want_y, rtol=1e-6, atol=1e-8):
+            fail(f"{name}.forward", f"on {where}: raised {type(err).__name__}: {err}. It works on flat batches, and every layer "
+                 f"returns a log-det of shape ({x.shape[0]},)",
+                 f"the running total of log-dets is shaped like part of x, which fits flat batches only: start it as one zero "
+                 f"per sample, torch.zeros(x.shape[0]).")
+        call(flow, x, what=f"{name}.forward on {where}")
+    y, logdet = as_pair(out, f"{name}.forward")
+    if y.shape == x.shape and not close(y, want_y, rtol=1e-6, atol=1e-8):
         with torch.no_grad():
             backwards = x
             for layer in reversed(layers):
                 backwards = layer(backwards)[0]
-        cause = _match(y, [(backwards, "forward applied the layers last to first, in reverse order; apply them in the order "
-                                       "of self.layers (and the inverse in reverse)."),
-                           (partial[-2], "the last layer was not applied."),
-                           (layers[-1](x)[0].detach(), "each layer was applied to the original x: feed each layer's output into the next.")],
-                       rtol=1e-6, atol=1e-8)
-        _fail(f"{name}.forward", f"on {where}: the output differs from applying the layers in order, by up to "
-              f"{float((y.detach() - want_y).abs().max()):.3g}", cause)
+        cause = match(y, [(backwards, "forward applied the layers last to first, in reverse order; apply them in the order "
+                                      "of self.layers (and the inverse in reverse)."),
+                          (partial[-2], "the last layer was not applied."),
+                          (layers[-1](x)[0].detach(), "each layer was applied to the original x: feed each layer's output into the next.")],
+                      rtol=1e-6, atol=1e-8)
+        fail(f"{name}.forward", f"on {where}: the output differs from applying the layers in order, by up to "
+             f"{float((y.detach() - want_y).abs().max()):.3g}", cause)
     if flat_ok and logdet.shape != (x.shape[0],) and logdet.numel() > 1 and logdet.shape[0] == x.shape[0]:
-        _fail(f"{name}.forward", f"on {where}: logdet has shape {tuple(logdet.shape)}, expected ({x.shape[0]},); every layer "
-              f"returns shape ({x.shape[0]},)",
-              "the running total of log-dets is shaped like part of x: start it as one zero per sample, torch.zeros(x.shape[0]).")
+        fail(f"{name}.forward", f"on {where}: logdet has shape {tuple(logdet.shape)}, expected ({x.shape[0]},); every layer "
+             f"returns shape ({x.shape[0]},)",
+             "the running total of log-dets is shaped like part of x: start it as one zero per sample, torch.zeros(x.shape[0]).")
     # The inverse: run it on the true output, before the generic checks, to name its mistakes.
     back, err = _try(flow.inverse, want_y)
     if err is None and isinstance(back, (tuple, list)) and len(back) == 2 and torch.is_tensor(back[0]) and back[0].shape == x.shape:
         x_back, ld_inv = back
-        if not _close(x_back, x, rtol=1e-4, atol=1e-6):
+        if not close(x_back, x, rtol=1e-4, atol=1e-6):
             with torch.no_grad():
                 same_order = want_y
                 for layer in layers:
                     same_order = layer.inverse(same_order)[0]
-            cause = _match(x_back, [(same_order, "inverse applies the layers' inverses in forward order; undo the last layer "
-                                                 "first (iterate over reversed(self.layers)).")], rtol=1e-6, atol=1e-8)
-            _fail(f"{name}.inverse", f"on {where}: inverse(forward(x)) differs from x by up to "
-                  f"{float((x_back.detach() - x).abs().max()):.3g}", cause)
-        if torch.is_tensor(ld_inv) and ld_inv.shape == want_ld.shape and not _close(ld_inv, -want_ld, rtol=1e-6, atol=1e-8):
-            cause = _match(ld_inv, [(want_ld, "the inverse subtracts the layers' inverse log-dets; each layer's inverse already "
-                                              "returns minus its forward log-det, so add them, as in forward.")], rtol=1e-6, atol=1e-8)
-            _fail(f"{name}.inverse", f"on {where}: logdet {_fmt(ld_inv)}, expected minus the forward's, {_fmt(-want_ld)}", cause)
+            cause = match(x_back, [(same_order, "inverse applies the layers' inverses in forward order; undo the last layer "
+                                                "first (iterate over reversed(self.layers)).")], rtol=1e-6, atol=1e-8)
+            fail(f"{name}.inverse", f"on {where}: inverse(forward(x)) differs from x by up to "
+                 f"{float((x_back.detach() - x).abs().max()):.3g}", cause)
+        if torch.is_tensor(ld_inv) and ld_inv.shape == want_ld.shape and not close(ld_inv, -want_ld, rtol=1e-6, atol=1e-8):
+            cause = match(ld_inv, [(want_ld, "the inverse subtracts the layers' inverse log-dets; each layer's inverse already "
+                                             "returns minus its forward log-det, so add them, as in forward.")], rtol=1e-6, atol=1e-8)
+            fail(f"{name}.inverse", f"on {where}: logdet {fmt(ld_inv)}, expected minus the forward's, {fmt(-want_ld)}", cause)
 
     def known(want):
         out = [(lds[-1], "only the last layer's log-det survives: add each layer's log-det to a running total (logdet = logdet + ld)."),
@@ -336,7 +328,7 @@ def _check_composition(cls, layers, x, name, where, flat_ok):
 # Exercise 3: the brute-force log-determinant
 
 
-@_quiet
+@check
 def check_brute_force_logdet(fn: Callable, *, batch: int = 3, seed: int = 0, strict: bool = False) -> None:
     """``brute_force_logdet(f, x)``: per-sample log|det df/dx| from autograd and slogdet.
 
@@ -346,7 +338,6 @@ def check_brute_force_logdet(fn: Callable, *, batch: int = 3, seed: int = 0, str
     where only a log-determinant computed without the determinant itself is finite.
     """
     __tracebackhide__ = True
-    torch.manual_seed(seed)
     what = "brute_force_logdet"
     d = 4
     a = torch.randn(d, d, dtype=torch.float64)
@@ -377,56 +368,56 @@ def check_brute_force_logdet(fn: Callable, *, batch: int = 3, seed: int = 0, str
         x_in = x.clone()
         got, err = _try(fn, f, x_in)
         if err is None and not torch.equal(x_in.detach(), x):
-            _fail(what, f"changed its input x in place on {label}", "an in-place operation on x: compute new tensors instead.")
+            fail(what, f"changed its input x in place on {label}", "an in-place operation on x: compute new tensors instead.")
         results.append((label, got, err, want, kind))
 
     def fine(r):
         _, got, err, want, _ = r
-        return err is None and torch.is_tensor(got) and got.shape == want.shape and _close(got, want, rtol=1e-6, atol=1e-8)
+        return err is None and torch.is_tensor(got) and got.shape == want.shape and close(got, want, rtol=1e-6, atol=1e-8)
 
     flat_fine = all(fine(r) for r in results if r[4] in ("neg", "flat"))
     for label, got, err, want, kind in results:
         n = want.shape[0]
         if err is not None:
             if kind == "image" and flat_fine:
-                _fail(what, f"works on flat maps but on {label} raised {type(err).__name__}: {err}",
-                      f"flatten each sample to a vector of D = C*H*W = 18 numbers, so that its Jacobian is a D x D matrix, before slogdet.")
-            _call(fn, f, x.clone(), what=f"{what} on {label}")
+                fail(what, f"works on flat maps but on {label} raised {type(err).__name__}: {err}",
+                     f"flatten each sample to a vector of D = C*H*W = 18 numbers, so that its Jacobian is a D x D matrix, before slogdet.")
+            call(fn, f, x.clone(), what=f"{what} on {label}")
         if not torch.is_tensor(got):
-            _fail(what, f"returned {type(got).__name__} on {label}, expected a tensor of shape ({n},)")
+            fail(what, f"returned {type(got).__name__} on {label}, expected a tensor of shape ({n},)")
         if got.shape != want.shape:
             if kind == "image" and flat_fine:
-                _fail(what, f"on {label}: got shape {tuple(got.shape)}, expected ({n},); the flat maps are right",
-                      f"the Jacobian of one image sample has shape (2, 3, 3, 2, 3, 3): flatten it to a D x D matrix, "
-                      f"D = C*H*W = 18, before slogdet.")
-            if got.numel() == 1 and _close(got.reshape(()), want.sum(), rtol=1e-6, atol=1e-8):
-                _fail(what, f"on {label}: got one number, {_fmt(got)}, expected one per sample, shape ({n},); it equals the sum of "
-                      f"the per-sample log-dets",
-                      "that is the log-det of the Jacobian of the whole batch at once (block-diagonal, so the samples' log-dets "
-                      "add up): take the Jacobian of one sample at a time.")
-            _check_logdet_shape(got, n, f"{what} on {label}")
+                fail(what, f"on {label}: got shape {tuple(got.shape)}, expected ({n},); the flat maps are right",
+                     f"the Jacobian of one image sample has shape (2, 3, 3, 2, 3, 3): flatten it to a D x D matrix, "
+                     f"D = C*H*W = 18, before slogdet.")
+            if got.numel() == 1 and close(got.reshape(()), want.sum(), rtol=1e-6, atol=1e-8):
+                fail(what, f"on {label}: got one number, {fmt(got)}, expected one per sample, shape ({n},); it equals the sum of "
+                     f"the per-sample log-dets",
+                     "that is the log-det of the Jacobian of the whole batch at once (block-diagonal, so the samples' log-dets "
+                     "add up): take the Jacobian of one sample at a time.")
+            check_logdet_shape(got, n, f"{what} on {label}")
         if torch.isnan(got).any():
             if kind == "neg" and all(fine(r) for r in results if r[4] in ("flat", "image")):
-                _fail(what, f"NaN on {label}; the maps with a positive determinant are right",
-                      "log of a negative determinant: use torch.linalg.slogdet(J).logabsdet, which is log|det J|.")
-            _fail(what, f"NaN on {label}")
+                fail(what, f"NaN on {label}; the maps with a positive determinant are right",
+                     "log of a negative determinant: use torch.linalg.slogdet(J).logabsdet, which is log|det J|.")
+            fail(what, f"NaN on {label}")
         if kind == "scale" and not torch.isfinite(got).all() and all(fine(r) for r in results if r[4] != "scale"):
-            _fail(what, f"on {label}: got {_fmt(got)}, expected {_fmt(want)}",
-                  "the determinant itself under- or overflows float64 before its log is taken: use "
-                  "torch.linalg.slogdet(J).logabsdet, which never forms det J.")
-        if not _close(got, want, rtol=1e-6, atol=1e-8):
+            fail(what, f"on {label}: got {fmt(got)}, expected {fmt(want)}",
+                 "the determinant itself under- or overflows float64 before its log is taken: use "
+                 "torch.linalg.slogdet(J).logabsdet, which never forms det J.")
+        if not close(got, want, rtol=1e-6, atol=1e-8):
             known = [(torch.linalg.slogdet(a).sign.expand(n), "that is slogdet's sign; the log|det| is its second output, .logabsdet."),
                      (want.sum().expand(n), "every sample got the log-det of the whole batch's Jacobian: take the Jacobian of one sample at a time.")]
-            cause = _match(got, [(v, c) for v, c in known], rtol=1e-6, atol=1e-8) if kind == "neg" else _match(got, known[1:], rtol=1e-6, atol=1e-8)
-            _fail(what, f"on {label}: got {_fmt(got)}, expected {_fmt(want)}", cause)
-    _ok(f"{what} ({len(cases)} maps, batch={batch})")
+            cause = match(got, [(v, c) for v, c in known], rtol=1e-6, atol=1e-8) if kind == "neg" else match(got, known[1:], rtol=1e-6, atol=1e-8)
+            fail(what, f"on {label}: got {fmt(got)}, expected {fmt(want)}", cause)
+    ok(f"{what} ({len(cases)} maps, batch={batch})")
 
 
 # ---------------------------------------------------------------------------------------------
 # Exercise 4: the log-likelihood under a flow
 
 
-@_quiet
+@check
 def check_flow_log_prob(fn: Callable, *, dim: int = 3, batch: int = 6, image: tuple = (3, 2, 5), seed: int = 0,
                         dtype: torch.dtype = torch.float64, strict: bool = False) -> None:
     """``flow_log_prob(flow, x) = log N(f(x); 0, I) + log|det df/dx|`` per sample.
@@ -437,7 +428,6 @@ def check_flow_log_prob(fn: Callable, *, dim: int = 3, batch: int = 6, image: tu
     flow's parameters, with the spec's gradient (the next cell trains on it).
     """
     __tracebackhide__ = True
-    torch.manual_seed(seed)
     what = "flow_log_prob"
     tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-6, atol=1e-8)
     # Flat: the flow z = (x - mu) / sigma turns N(mu, sigma^2) into N(0, I), a closed-form answer.
@@ -447,8 +437,8 @@ def check_flow_log_prob(fn: Callable, *, dim: int = 3, batch: int = 6, image: tu
         flow.log_scale.copy_(-log_sigma)
         flow.shift.copy_(-mu * (-log_sigma).exp())
     x = mu + log_sigma.exp() * torch.randn(batch, dim, dtype=dtype)
-    want = torch.distributions.Normal(mu, log_sigma.exp()).log_prob(x).sum(1)
-    got = _call(fn, flow, x, what=what)
+    want = gaussian_log_prob(x, mu, log_sigma)
+    got = call(fn, flow, x, what=what)
     _log_prob_verdict(got, want, flow, x, what, "flat latents", tol)
 
     # Images: (B, C, H, W) latents, log-det per sample.
@@ -462,41 +452,41 @@ def check_flow_log_prob(fn: Callable, *, dim: int = 3, batch: int = 6, image: tu
     got_i, err = _try(fn, img_flow, xi.clone())
     if err is not None:
         if "size of tensor" in str(err) and f"({batch})" in str(err):
-            _fail(what, f"works on flat latents (B, D) but on image latents {tuple(xi.shape)} raised {type(err).__name__}: {err}",
-                  f"log N(z; 0, I) was not reduced to one number per sample before the log-det (shape ({batch},)) was added: "
-                  f"sum over every dimension of a sample, (C, H, W) for images, e.g. `.flatten(1).sum(1)`; `.sum(1)` sums the channels only.")
-        _call(fn, img_flow, xi.clone(), what=f"{what} on image latents {tuple(xi.shape)}")
+            fail(what, f"works on flat latents (B, D) but on image latents {tuple(xi.shape)} raised {type(err).__name__}: {err}",
+                 f"log N(z; 0, I) was not reduced to one number per sample before the log-det (shape ({batch},)) was added: "
+                 f"sum over every dimension of a sample, (C, H, W) for images, e.g. `.flatten(1).sum(1)`; `.sum(1)` sums the channels only.")
+        call(fn, img_flow, xi.clone(), what=f"{what} on image latents {tuple(xi.shape)}")
     _log_prob_verdict(got_i, want_i, img_flow, xi, what, f"image latents {tuple(xi.shape)}", tol)
     _twice(lambda v: fn(img_flow, v), (xi,), what)
 
     if strict:
         params = list(img_flow.parameters())
-        value = _call(fn, img_flow, xi, what=what)
+        value = call(fn, img_flow, xi, what=what)
         got_g = torch.autograd.grad(value.sum(), params, allow_unused=True) if value.requires_grad else [None] * len(params)
         z, ld = img_flow(xi)
         want_g = torch.autograd.grad((standard_normal_log_prob(z) + ld).sum(), params)
         gtol = dict(rtol=1e-3, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-7, atol=1e-8)
         for g, wg in zip(got_g, want_g):
             if g is None or not bool(g.abs().max() > 0):
-                _fail(what, "log p(x) has the right value but no gradient with respect to the flow's parameters; training on it "
-                      "would not change the flow",
-                      "the value was computed from detached numbers (`.detach()`, `.item()`, `.data`, numpy) or under torch.no_grad().")
+                fail(what, "log p(x) has the right value but no gradient with respect to the flow's parameters; training on it "
+                     "would not change the flow",
+                     "the value was computed from detached numbers (`.detach()`, `.item()`, `.data`, numpy) or under torch.no_grad().")
             if not torch.allclose(g, wg, **gtol):
-                _fail(what, "the gradient of log p(x) with respect to the flow's parameters differs from the spec's formula's")
-    _ok(f"{what} (flat latents ({batch}, {dim}) and image latents {tuple(xi.shape)}, {_float_name(dtype)})")
+                fail(what, "the gradient of log p(x) with respect to the flow's parameters differs from the spec's formula's")
+    ok(f"{what} (flat latents ({batch}, {dim}) and image latents {tuple(xi.shape)}, {_float_name(dtype)})")
 
 
 def _log_prob_verdict(got, want, flow, x, what, where, tol):
     __tracebackhide__ = True
     n = want.shape[0]
     if not torch.is_tensor(got):
-        _fail(what, f"returned {type(got).__name__} on {where}, expected a tensor of shape ({n},)")
+        fail(what, f"returned {type(got).__name__} on {where}, expected a tensor of shape ({n},)")
     if got.shape != want.shape:
         if got.numel() == 1:
-            _fail(what, f"on {where}: returned a single number, expected one log-density per sample, shape ({n},)",
-                  "a sum or mean over the whole batch: sum over the dimensions of each sample only (dim 1 onwards).")
-        _check_logdet_shape(got, n, f"{what} on {where}")
-    if _close(got, want, **tol):
+            fail(what, f"on {where}: returned a single number, expected one log-density per sample, shape ({n},)",
+                 "a sum or mean over the whole batch: sum over the dimensions of each sample only (dim 1 onwards).")
+        check_logdet_shape(got, n, f"{what} on {where}")
+    if close(got, want, **tol):
         return
     with torch.no_grad():
         z, ld = flow(x)
@@ -521,15 +511,15 @@ def _log_prob_verdict(got, want, flow, x, what, where, tol):
             (want + 0.5 * (d - h * w) * LOG_2PI, f"the constant -D/2 log(2 pi) used D = H*W = {h * w}, without the channels; "
                                                  f"D counts every dimension of a sample, C*H*W = {d}."),
         ]
-    cause = _match(got, known, rtol=1e-6, atol=1e-6)
-    _fail(what, f"on {where}: got {_fmt(got)}, expected {_fmt(want)}", cause)
+    cause = match(got, known, rtol=1e-6, atol=1e-6)
+    fail(what, f"on {where}: got {fmt(got)}, expected {fmt(want)}", cause)
 
 
 # ---------------------------------------------------------------------------------------------
 # Exercise 5: dequantization
 
 
-@_quiet
+@check
 def check_dequantize(fn: Callable, *, n_bins: int = 17, shape: tuple = (500, 1, 2, 2), dtype: torch.dtype = torch.int64, seed: int = 0,
                      strict: bool = False) -> None:
     """``dequantize(x, n_bins)``: ``(x + u) / n_bins``, ``u ~ U[0, 1)``, so each level fills its bin.
@@ -538,7 +528,6 @@ def check_dequantize(fn: Callable, *, n_bins: int = 17, shape: tuple = (500, 1, 
     image or per channel), and uniform within each level.
     """
     __tracebackhide__ = True
-    torch.manual_seed(seed)
     what = "dequantize"
     x = torch.randint(0, n_bins, shape).to(dtype)
     x[0].fill_(n_bins - 1)
@@ -546,16 +535,16 @@ def check_dequantize(fn: Callable, *, n_bins: int = 17, shape: tuple = (500, 1, 
     x_before = x.clone()
     y, err = _try(fn, x, n_bins)
     if isinstance(err, NotImplementedError) and "not implemented for" in str(err):
-        _fail(what, f"on an integer ({_float_name(dtype)}) input raised NotImplementedError: {err}",
-              "an operation that needs floating point (torch.rand_like) was applied to the integer input: convert x to float first.")
+        fail(what, f"on an integer ({_float_name(dtype)}) input raised NotImplementedError: {err}",
+             "an operation that needs floating point (torch.rand_like) was applied to the integer input: convert x to float first.")
     if err is not None:
-        _call(fn, x.clone(), n_bins, what=f"{what} on {_float_name(dtype)} input")
+        call(fn, x.clone(), n_bins, what=f"{what} on {_float_name(dtype)} input")
     if not torch.equal(x, x_before):
-        _fail(what, "the input tensor was modified in place", "an in-place operation on x: compute a new tensor; do not write into x.")
+        fail(what, "the input tensor was modified in place", "an in-place operation on x: compute a new tensor; do not write into x.")
     if not torch.is_tensor(y) or not y.is_floating_point():
-        _fail(what, f"must return a floating-point tensor, got {getattr(y, 'dtype', type(y).__name__)}", "convert x to float before adding noise.")
+        fail(what, f"must return a floating-point tensor, got {getattr(y, 'dtype', type(y).__name__)}", "convert x to float before adding noise.")
     if y.shape != x.shape:
-        _fail(what, f"output shape {tuple(y.shape)}, input {tuple(x.shape)}")
+        fail(what, f"output shape {tuple(y.shape)}, input {tuple(x.shape)}")
     y = y.detach()
     frac = (y.double() * n_bins - x.double())  # where in its bin each value landed: must be U[0, 1)
     if frac.min() < -1e-5 or frac.max() >= 1 + 1e-5:
@@ -565,41 +554,41 @@ def check_dequantize(fn: Callable, *, n_bins: int = 17, shape: tuple = (500, 1, 
         if float(by_max.min()) > -1e-5 and float(by_max.max()) < 1 + 1e-5 and float(by_max.std()) > 0.2:
             cause = (f"y = (x + u) / (n_bins - 1): divide by n_bins = {n_bins}, the number of levels, not by n_bins - 1 "
                      "(the largest level), so that every value stays in [0, 1).")
-        _fail(what, f"y * n_bins - x should lie in [0, 1), it spans [{lo:.3g}, {hi:.3g}]", cause)
+        fail(what, f"y * n_bins - x should lie in [0, 1), it spans [{lo:.3g}, {hi:.3g}]", cause)
     if float(y.max()) >= 1.0 or float(y.min()) < 0.0:
-        _fail(what, "dequantized values must lie in [0, 1)")
+        fail(what, "dequantized values must lie in [0, 1)")
     if float(frac.std()) < 1e-3:
-        _fail(what, f"no noise: every value sits at the same place in its bin ({float(frac.mean()):.3g})",
-              "add uniform noise u ~ U[0, 1) (torch.rand_like on a float tensor) before dividing.")
+        fail(what, f"no noise: every value sits at the same place in its bin ({float(frac.mean()):.3g})",
+             "add uniform noise u ~ U[0, 1) (torch.rand_like on a float tensor) before dividing.")
     n = frac.numel()
     mean_tol, std = 5 / math.sqrt(12 * n), float(frac.std())
     if abs(float(frac.mean()) - 0.5) > mean_tol + 1e-3 or abs(std - 1 / math.sqrt(12)) > 0.03:
-        _fail(what, f"the noise has mean {float(frac.mean()):.3g} and std {std:.3g}; U[0,1) has 0.5 and {1 / math.sqrt(12):.3g}",
-              "the noise u must be uniform on [0, 1): torch.rand / torch.rand_like.")
-    y2 = _call(fn, x, n_bins, what=what)
+        fail(what, f"the noise has mean {float(frac.mean()):.3g} and std {std:.3g}; U[0,1) has 0.5 and {1 / math.sqrt(12):.3g}",
+             "the noise u must be uniform on [0, 1): torch.rand / torch.rand_like.")
+    y2 = call(fn, x, n_bins, what=what)
     if torch.equal(y, y2):
-        _fail(what, "two calls gave identical outputs: the noise is the same every time",
-              "draw fresh noise on every call (no torch.manual_seed inside the function).")
+        fail(what, "two calls gave identical outputs: the noise is the same every time",
+             "draw fresh noise on every call (no torch.manual_seed inside the function).")
     if strict:
         flat = frac.reshape(frac.shape[0], -1)
         if flat.shape[1] > 1 and flat.shape[0] > 20:
             r = torch.corrcoef(flat[:, :2].T)[0, 1]
             if abs(float(r)) > 6 / math.sqrt(flat.shape[0]):
-                _fail(what, f"the noise of two elements of the same sample is correlated (r = {float(r):.2f}); each element needs "
-                      "its own independent draw",
-                      "one noise value per sample (or per channel) was broadcast over its elements: draw noise of x's full shape.")
+                fail(what, f"the noise of two elements of the same sample is correlated (r = {float(r):.2f}); each element needs "
+                     "its own independent draw",
+                     "one noise value per sample (or per channel) was broadcast over its elements: draw noise of x's full shape.")
         for level in (0, n_bins - 1):
             sel = frac[x == level]
             if sel.numel() > 50 and abs(float(sel.mean()) - 0.5) > 6 / math.sqrt(12 * sel.numel()):
-                _fail(what, f"the values of level {level} are not spread uniformly over its bin (mean position {float(sel.mean()):.3g}, expected 0.5)")
-    _ok(f"{what} (n_bins={n_bins}, {_float_name(dtype)} input of shape {tuple(shape)})")
+                fail(what, f"the values of level {level} are not spread uniformly over its bin (mean position {float(sel.mean()):.3g}, expected 0.5)")
+    ok(f"{what} (n_bins={n_bins}, {_float_name(dtype)} input of shape {tuple(shape)})")
 
 
 # ---------------------------------------------------------------------------------------------
 # Exercise 6: bits per dimension
 
 
-@_quiet
+@check
 def check_bits_per_dim(fn: Callable, *, n_dims: int = 48, n_bins: int = 17, batch: int = 5, seed: int = 0,
                        strict: bool = False) -> None:
     """``bits_per_dim(log_prob, n_dims, n_bins) = (-log_prob + D log n_bins) / (D ln 2)``, per sample.
@@ -609,17 +598,16 @@ def check_bits_per_dim(fn: Callable, *, n_dims: int = 48, n_bins: int = 17, batc
     ``-1 / (D ln 2)`` (training minimises it).
     """
     __tracebackhide__ = True
-    torch.manual_seed(seed)
     what = "bits_per_dim"
-    uniform = _call(fn, torch.zeros(batch, dtype=torch.float64), n_dims, n_bins, what=what)
+    uniform = call(fn, torch.zeros(batch, dtype=torch.float64), n_dims, n_bins, what=what)
     log_prob = -n_dims * (1.0 + torch.rand(batch, dtype=torch.float64))
     got = _twice(fn, (log_prob, n_dims, n_bins), what)
     want = _bits_per_dim(log_prob, n_dims, n_bins)
     for value in (uniform, got):
         if not torch.is_tensor(value):
-            _fail(what, f"returned {type(value).__name__}, expected a tensor of shape ({batch},)")
-        _check_logdet_shape(value, batch, what)
-    if not _close(got, want, rtol=1e-6, atol=1e-8):
+            fail(what, f"returned {type(value).__name__}, expected a tensor of shape ({batch},)")
+        check_logdet_shape(value, batch, what)
+    if not close(got, want, rtol=1e-6, atol=1e-8):
         nll_bits = -log_prob / (n_dims * math.log(2))
         known = [
             (nll_bits, f"the D log n_bins term is missing: the density of y = (x+u)/n_bins lives on [0,1)^D, and "
@@ -632,15 +620,15 @@ def check_bits_per_dim(fn: Callable, *, n_dims: int = 48, n_bins: int = 17, batc
             if d != n_dims:
                 known.append((_bits_per_dim(log_prob, d, n_bins), f"the result uses D = {d}, not the n_dims argument ({n_dims} here): "
                                                                   "use n_dims, whatever the images' size."))
-        _fail(what, f"with n_dims={n_dims}, n_bins={n_bins}: got {_fmt(got)}, expected {_fmt(want)}", _explain(got, want, known))
-    if not _close(uniform, torch.full((batch,), math.log2(n_bins), dtype=torch.float64)):
-        _fail(what, f"a uniform density on [0,1)^D (log p = 0) should cost exactly log2(n_bins) = {math.log2(n_bins):.4g} bits/dim, got {_fmt(uniform)}")
+        fail(what, f"with n_dims={n_dims}, n_bins={n_bins}: got {fmt(got)}, expected {fmt(want)}", explain(got, want, known))
+    if not close(uniform, torch.full((batch,), math.log2(n_bins), dtype=torch.float64)):
+        fail(what, f"a uniform density on [0,1)^D (log p = 0) should cost exactly log2(n_bins) = {math.log2(n_bins):.4g} bits/dim, got {fmt(uniform)}")
     if strict:
         lp = log_prob.clone().requires_grad_(True)
-        out = _call(fn, lp, n_dims, n_bins, what=what)
+        out = call(fn, lp, n_dims, n_bins, what=what)
         slope = -1 / (n_dims * math.log(2))
         grad = torch.autograd.grad(out.sum(), lp, allow_unused=True)[0] if out.requires_grad else None
-        if grad is None or not _close(grad, torch.full_like(grad, slope), rtol=1e-6, atol=1e-9):
-            _fail(what, f"bits/dim must be differentiable in log_prob with slope -1/(D ln 2) = {slope:.4g} (training minimises it); "
-                  f"got {'no gradient' if grad is None else _fmt(grad)}")
-    _ok(f"{what} (D={n_dims}, n_bins={n_bins})")
+        if grad is None or not close(grad, torch.full_like(grad, slope), rtol=1e-6, atol=1e-9):
+            fail(what, f"bits/dim must be differentiable in log_prob with slope -1/(D ln 2) = {slope:.4g} (training minimises it); "
+                 f"got {'no gradient' if grad is None else fmt(grad)}")
+    ok(f"{what} (D={n_dims}, n_bins={n_bins})")

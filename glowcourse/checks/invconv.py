@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import _as_pair, _call, _close, _fail, _fmt, _ok, _quiet, check_flow_layer
+from .common import as_pair, build, call, call_pair, check, check_flow_layer, check_inverse_shape, close, fail, fmt, ok, perturb
 
 __all__ = ["check_random_rotation", "check_invconv_dense", "check_invconv_lu", "check_invconv_lu_training"]
 
@@ -32,9 +32,9 @@ __all__ = ["check_random_rotation", "check_invconv_dense", "check_invconv_lu", "
 
 def _weight(layer, name: str) -> torch.Tensor:
     __tracebackhide__ = True
-    w = _call(layer.calc_weight, what=f"{name}.calc_weight") if hasattr(layer, "calc_weight") else None
+    w = call(layer.calc_weight, what=f"{name}.calc_weight") if hasattr(layer, "calc_weight") else None
     if not torch.is_tensor(w) or w.dim() != 2 or w.shape[0] != w.shape[1]:
-        _fail(name, "calc_weight() must return the effective C x C weight matrix")
+        fail(name, "calc_weight() must return the effective C x C weight matrix")
     return w
 
 
@@ -63,20 +63,19 @@ def _check_plain_tensors(layer: nn.Module, name: str) -> None:
     plain = [f"{prefix + '.' if prefix else ''}{k}" for prefix, m in layer.named_modules()
              for k, v in vars(m).items() if torch.is_tensor(v) and not isinstance(v, nn.Parameter)]
     if plain:
-        _fail(name, f"{', '.join('self.' + p for p in plain)} {'is a plain tensor attribute' if len(plain) == 1 else 'are plain tensor attributes'}, "
-                    "neither a parameter nor a buffer: layer.double(), layer.to(device) and state_dict() skip "
-                    "them, so the layer breaks in float64 or on a GPU, and a reloaded model loses them",
-              "fixed tensors (P, sign(s), the masks, the identity) must be registered with "
-              "self.register_buffer(name, tensor): saved and moved with the layer, never trained.")
+        fail(name, f"{', '.join('self.' + p for p in plain)} {'is a plain tensor attribute' if len(plain) == 1 else 'are plain tensor attributes'}, "
+                   "neither a parameter nor a buffer: layer.double(), layer.to(device) and state_dict() skip "
+                   "them, so the layer breaks in float64 or on a GPU, and a reloaded model loses them",
+             "fixed tensors (P, sign(s), the masks, the identity) must be registered with "
+             "self.register_buffer(name, tensor): saved and moved with the layer, never trained.")
 
 
 def _new_layer(cls, args: tuple, name: str, dtype) -> nn.Module:
+    """The student's layer, checked for plain tensor attributes before it is converted to ``dtype``."""
     __tracebackhide__ = True
-    layer = _call(cls, *args, what=f"{name}({', '.join(str(a) if not torch.is_tensor(a) else 'weight' for a in args)})")
-    if not isinstance(layer, nn.Module):
-        _fail(name, f"{name}(...) returned {type(layer).__name__}, not an nn.Module")
+    layer = build(cls, *args, name=name, module=True)
     _check_plain_tensors(layer, name)
-    return _call(lambda: layer.to(dtype), what=f"{name}.to({dtype})")
+    return call(lambda: layer.to(dtype), what=f"{name}.to({dtype})")
 
 
 def _square_param(layer) -> nn.Parameter | None:
@@ -87,10 +86,9 @@ def _square_param(layer) -> nn.Parameter | None:
 def _check_inverse(layer, x, name: str, w: torch.Tensor) -> None:
     """inverse(forward(x)) == x, and when it is not, which matrix the inverse convolved with."""
     __tracebackhide__ = True
-    y, _ = _as_pair(_call(layer, x, what=f"{name}.forward"), f"{name}.forward")
-    x_back, _ = _as_pair(_call(layer.inverse, y.detach(), what=f"{name}.inverse"), f"{name}.inverse")
-    if x_back.shape != x.shape:
-        _fail(f"{name}.inverse", f"output has shape {tuple(x_back.shape)}, expected {tuple(x.shape)}")
+    y, _ = call_pair(layer, x, what=f"{name}.forward")
+    x_back, _ = call_pair(layer.inverse, y.detach(), what=f"{name}.inverse")
+    check_inverse_shape(x_back, x, f"{name}.inverse")
     tol = 1e-4 if x.dtype == torch.float32 else 1e-6
     if torch.allclose(x_back, x, atol=tol, rtol=tol):
         return
@@ -106,7 +104,7 @@ def _check_inverse(layer, x, name: str, w: torch.Tensor) -> None:
     ]
     cause = next((c for v, c in hypotheses if torch.allclose(x_back.detach(), v, atol=tol, rtol=tol)), None)
     err = float((x_back.detach() - x).abs().max())
-    _fail(f"{name}.inverse", f"inverse(forward(x)) differs from x by up to {err:.3g} (W moved away from its init)", cause)
+    fail(f"{name}.inverse", f"inverse(forward(x)) differs from x by up to {err:.3g} (W moved away from its init)", cause)
 
 
 # --- exercise 1: random_rotation ---------------------------------------------------------------
@@ -114,22 +112,21 @@ def _check_inverse(layer, x, name: str, w: torch.Tensor) -> None:
 
 def _draws(fn, c: int, n: int) -> torch.Tensor:
     __tracebackhide__ = True
-    return torch.stack([_call(fn, c, what=f"random_rotation({c})").detach().double() for _ in range(n)])
+    return torch.stack([call(fn, c, what=f"random_rotation({c})").detach().double() for _ in range(n)])
 
 
-@_quiet
+@check
 def check_random_rotation(fn: Callable, *, sizes: tuple = (1, 3, 16), seed: int = 0, strict: bool = False) -> None:
     """``random_rotation(c)``: a random orthogonal ``c x c`` matrix from the QR decomposition of a
     Gaussian matrix: orthogonal, new on every call, not a (signed) permutation, and with no
     preferred direction. ``strict``: every entry has the spread of a random rotation's."""
     __tracebackhide__ = True
-    torch.manual_seed(seed)
     for c in sorted(sizes, reverse=True):  # the largest first: the shape of a wrong answer shows there
-        q = _call(fn, c, what=f"random_rotation({c})")
+        q = call(fn, c, what=f"random_rotation({c})")
         if not torch.is_tensor(q) or q.shape != (c, c):
-            _fail("random_rotation", f"returned {tuple(q.shape) if torch.is_tensor(q) else type(q).__name__}, expected a ({c}, {c}) tensor")
+            fail("random_rotation", f"returned {tuple(q.shape) if torch.is_tensor(q) else type(q).__name__}, expected a ({c}, {c}) tensor")
         if not q.is_floating_point():
-            _fail("random_rotation", f"returned a {q.dtype} tensor; a rotation has real entries (a floating-point tensor)")
+            fail("random_rotation", f"returned a {q.dtype} tensor; a rotation has real entries (a floating-point tensor)")
         qd = q.detach().double()
         if not _orthogonal(qd, 1e-5):
             err = float((qd @ qd.T - torch.eye(c, dtype=torch.float64)).abs().max())
@@ -141,20 +138,20 @@ def check_random_rotation(fn: Callable, *, sizes: tuple = (1, 3, 16), seed: int 
                          "orthogonal; take the Q of its QR decomposition, torch.linalg.qr(torch.randn(c, c)).")
             else:
                 cause = None
-            _fail("random_rotation", f"at c = {c}, Q Q^T differs from the identity by up to {err:.3g}: not orthogonal", cause)
+            fail("random_rotation", f"at c = {c}, Q Q^T differs from the identity by up to {err:.3g}: not orthogonal", cause)
         if c > 1 and bool(((qd.abs() < 1e-6) | ((qd.abs() - 1).abs() < 1e-6)).all()):
-            _fail("random_rotation", f"at c = {c}, every entry is 0, 1 or -1: a (signed) permutation matrix. It is orthogonal, "
-                                     "but it only reorders (and flips) the channels; a random rotation mixes every channel "
-                                     "into every other, and its entries spread around 0",
-                  "a permutation such as torch.eye(c)[torch.randperm(c)] is not a random rotation: take the Q of the QR "
-                  "decomposition of a Gaussian matrix, torch.linalg.qr(torch.randn(c, c)).")
+            fail("random_rotation", f"at c = {c}, every entry is 0, 1 or -1: a (signed) permutation matrix. It is orthogonal, "
+                                    "but it only reorders (and flips) the channels; a random rotation mixes every channel "
+                                    "into every other, and its entries spread around 0",
+                 "a permutation such as torch.eye(c)[torch.randperm(c)] is not a random rotation: take the Q of the QR "
+                 "decomposition of a Gaussian matrix, torch.linalg.qr(torch.randn(c, c)).")
     c = max(sizes)
     if c > 1:
         torch.manual_seed(seed + 101)
-        a = _call(fn, c, what="random_rotation").detach().clone()
+        a = call(fn, c, what="random_rotation").detach().clone()
         after_a = torch.random.get_rng_state()
         torch.manual_seed(seed + 202)
-        b = _call(fn, c, what="random_rotation").detach().clone()
+        b = call(fn, c, what="random_rotation").detach().clone()
         after_b = torch.random.get_rng_state()
         if torch.allclose(a, b):
             if torch.equal(after_a, after_b):
@@ -163,11 +160,11 @@ def check_random_rotation(fn: Callable, *, sizes: tuple = (1, 3, 16), seed: int 
             else:
                 cause = ("the matrix does not come from torch's global random state (a fixed generator, a seeded "
                          "torch.Generator, or a constant matrix?): draw it with torch.randn.")
-            _fail("random_rotation", "two calls from different random states returned the same matrix", cause)
+            fail("random_rotation", "two calls from different random states returned the same matrix", cause)
     _check_direction(fn, seed)
     if strict:
         _check_spread(fn, seed)
-    _ok(f"random_rotation (sizes {', '.join(map(str, sizes))})")
+    ok(f"random_rotation (sizes {', '.join(map(str, sizes))})")
 
 
 def _check_direction(fn, seed: int, c: int = 16, n: int = 200) -> None:
@@ -188,9 +185,9 @@ def _check_direction(fn, seed: int, c: int = 16, n: int = 200) -> None:
             cause = (f"in {100 * same_sign:.0f}% of the draws every entry of column {j} has the same sign, as for the QR "
                      "decomposition of a matrix with positive entries: draw the matrix with torch.randn (standard normal), "
                      "not torch.rand (uniform on [0, 1)).")
-        _fail("random_rotation", f"over {n} draws at c = {c}, column {j} leans towards the direction (1, ..., 1): its mean "
-                                 f"squared component along it is {float(m[j]) / c:.3g}, against 1/c = {1 / c:.3g} for a random "
-                                 "rotation, which has no preferred direction", cause)
+        fail("random_rotation", f"over {n} draws at c = {c}, column {j} leans towards the direction (1, ..., 1): its mean "
+                                f"squared component along it is {float(m[j]) / c:.3g}, against 1/c = {1 / c:.3g} for a random "
+                                "rotation, which has no preferred direction", cause)
 
 
 def _check_spread(fn, seed: int, c: int = 16, n: int = 200) -> None:
@@ -205,16 +202,16 @@ def _check_spread(fn, seed: int, c: int = 16, n: int = 200) -> None:
         where = ("the diagonal entries are large (a matrix close to the identity, or to a reflection I - 2vv^T)"
                  if diag > 2.0 else "some entries are (nearly) always 0 (a block-diagonal matrix?)" if float(m.min()) < 0.4
                  else "some entries are much larger than the others")
-        _fail("random_rotation", f"over {n} draws at c = {c}, the mean square of an entry ranges from {float(m.min()) / c:.3g} to "
-                                 f"{float(m.max()) / c:.3g}; for a random rotation every entry has mean square 1/c = {1 / c:.3g}: "
-                                 f"{where}. A random rotation mixes every channel into every other alike: take the Q of "
-                                 "the QR decomposition of a Gaussian matrix")
+        fail("random_rotation", f"over {n} draws at c = {c}, the mean square of an entry ranges from {float(m.min()) / c:.3g} to "
+                                f"{float(m.max()) / c:.3g}; for a random rotation every entry has mean square 1/c = {1 / c:.3g}: "
+                                f"{where}. A random rotation mixes every channel into every other alike: take the Q of "
+                                "the QR decomposition of a Gaussian matrix")
 
 
 # --- exercise 2: the dense layer ---------------------------------------------------------------
 
 
-@_quiet
+@check
 def check_invconv_dense(cls: type, *, channels: int = 3, batch: int = 2, hw: tuple = (2, 3), seed: int = 0,
                         dtype: torch.dtype = torch.float64, strict: bool = False) -> None:
     """Dense 1x1 conv: orthogonal at init, invertible, log-det ``H*W*log|det W|`` (also at
@@ -222,15 +219,13 @@ def check_invconv_dense(cls: type, *, channels: int = 3, batch: int = 2, hw: tup
     and inverse follow the parameters after an optimizer step."""
     __tracebackhide__ = True
     name = getattr(cls, "__name__", "InvConv2d")
-    torch.manual_seed(seed)
     layer = _new_layer(cls, (channels,), name, dtype)
     w0 = _weight(layer, name)
     if not _orthogonal(w0, 1e-5):
-        _fail(f"{name} init", "the weight is not orthogonal at init", "initialise it with random_rotation(num_channels).")
-    with torch.no_grad():  # away from orthogonal, where log|det W| = 0 would hide mistakes
-        for p in layer.parameters():
-            p.add_(0.4 * torch.randn_like(p))
-        square = _square_param(layer)
+        fail(f"{name} init", "the weight is not orthogonal at init", "initialise it with random_rotation(num_channels).")
+    perturb(layer, 0.4)  # away from orthogonal, where log|det W| = 0 would hide mistakes
+    square = _square_param(layer)
+    with torch.no_grad():
         if square is not None and torch.linalg.det(_weight(layer, name).double()) > 0:
             square[0].neg_()  # det W < 0: log(det W) is NaN there, log|det W| is not
     x = torch.randn(batch, channels, *hw, dtype=dtype)
@@ -247,19 +242,19 @@ def check_invconv_dense(cls: type, *, channels: int = 3, batch: int = 2, hw: tup
         ]
 
     if sign < 0:  # the one place log(det W) and log|det W| part ways: a NaN here names its cause
-        out = _call(layer, x, what=f"{name}.forward")
+        out = call(layer, x, what=f"{name}.forward")
         if isinstance(out, (tuple, list)) and len(out) == 2 and torch.is_tensor(out[1]) and torch.isnan(out[1]).any() \
                 and torch.is_tensor(out[0]) and torch.isfinite(out[0]).all():
-            _fail(f"{name}.forward", f"the log-det is NaN for a weight with det W = {float(torch.linalg.det(w)):.3g} < 0",
-                  "the log of a negative determinant is NaN: the log-det is H*W*log|det W|, with the absolute value "
-                  "(torch.linalg.slogdet(W).logabsdet).")
+            fail(f"{name}.forward", f"the log-det is NaN for a weight with det W = {float(torch.linalg.det(w)):.3g} < 0",
+                 "the log of a negative determinant is NaN: the log-det is H*W*log|det W|, with the absolute value "
+                 "(torch.linalg.slogdet(W).logabsdet).")
     check_flow_layer(layer, x, name=name, known_mistakes=known,
                      inverse_cause="the inverse convolves with W^-1 (torch.linalg.inv(W)), not with W or W^T (W is orthogonal only at init).")
     _check_big(cls, name, dtype, seed)
     if strict:
         _check_state_dict(cls, (channels,), layer, x, name, dtype)
         _check_after_update(layer, x, name, dtype)
-    _ok(f"{name} (C={channels}, {hw[0]}x{hw[1]}; and C=64)")
+    ok(f"{name} (C={channels}, {hw[0]}x{hw[1]}; and C=64)")
 
 
 def _check_big(cls, name, dtype, seed, channels: int = 64, hw=(2, 2)):
@@ -267,19 +262,17 @@ def _check_big(cls, name, dtype, seed, channels: int = 64, hw=(2, 2)):
     __tracebackhide__ = True
     torch.manual_seed(seed + 1)
     layer = _new_layer(cls, (channels,), name, dtype)
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    perturb(layer, 0.05)
     x = torch.randn(2, channels, *hw, dtype=dtype)
-    y, logdet = _as_pair(_call(layer, x, what=f"{name}.forward at C={channels}"), f"{name}.forward")
+    y, logdet = as_pair(call(layer, x, what=f"{name}.forward at C={channels}"), f"{name}.forward")
     w = _weight(layer, name).detach()
     want = hw[0] * hw[1] * torch.linalg.slogdet(w.double()).logabsdet
     tol = 1e-3 if dtype == torch.float32 else 1e-5
-    if logdet.shape != (2,) or not _close(logdet.detach(), want.expand(2).to(logdet.dtype), rtol=tol, atol=tol):
-        _fail(f"{name}.forward", f"at C={channels}, logdet {_fmt(logdet)} but H*W*log|det W| from slogdet is {float(want):.6g}")
+    if logdet.shape != (2,) or not close(logdet.detach(), want.expand(2).to(logdet.dtype), rtol=tol, atol=tol):
+        fail(f"{name}.forward", f"at C={channels}, logdet {fmt(logdet)} but H*W*log|det W| from slogdet is {float(want):.6g}")
     y_ref = torch.einsum("oc,bchw->bohw", w.to(x.dtype), x)
     if not torch.allclose(y, y_ref, atol=tol, rtol=tol):
-        _fail(f"{name}.forward", f"at C={channels}, the output is not the 1x1 convolution with calc_weight()")
+        fail(f"{name}.forward", f"at C={channels}, the output is not the 1x1 convolution with calc_weight()")
 
 
 def _check_after_update(layer, x, name, dtype) -> None:
@@ -287,20 +280,19 @@ def _check_after_update(layer, x, name, dtype) -> None:
     weight (nothing cached from an earlier call)."""
     __tracebackhide__ = True
     with torch.no_grad():
-        y, _ = _as_pair(_call(layer, x, what=f"{name}.forward"), f"{name}.forward")
-        _call(layer.inverse, y, what=f"{name}.inverse")
-        for p in layer.parameters():  # an optimizer step
-            p.add_(0.1 * torch.randn_like(p))
-        y, ld = _as_pair(_call(layer, x, what=f"{name}.forward"), f"{name}.forward")
-        xb, _ = _as_pair(_call(layer.inverse, y, what=f"{name}.inverse"), f"{name}.inverse")
+        y, _ = call_pair(layer, x, what=f"{name}.forward")
+        call(layer.inverse, y, what=f"{name}.inverse")
+        perturb(layer, 0.1)  # an optimizer step
+        y, ld = call_pair(layer, x, what=f"{name}.forward")
+        xb, _ = call_pair(layer.inverse, y, what=f"{name}.inverse")
         w = _weight(layer, name).detach()
     tol = 1e-4 if dtype == torch.float32 else 1e-7
     if not torch.allclose(y, torch.einsum("oc,bchw->bohw", w.to(x.dtype), x), atol=tol, rtol=tol):
-        _fail(f"{name}.forward", "after the parameters changed (an optimizer step), forward is no longer the convolution "
-                                 "with calc_weight(): it uses a weight computed in an earlier call")
+        fail(f"{name}.forward", "after the parameters changed (an optimizer step), forward is no longer the convolution "
+                                "with calc_weight(): it uses a weight computed in an earlier call")
     if not torch.allclose(xb, x, atol=tol, rtol=tol):
-        _fail(f"{name}.inverse", "after the parameters changed (an optimizer step), inverse(forward(x)) is no longer x: the "
-                                 "inverse uses W^-1 computed in an earlier call; compute it from the current weight")
+        fail(f"{name}.inverse", "after the parameters changed (an optimizer step), inverse(forward(x)) is no longer x: the "
+                                "inverse uses W^-1 computed in an earlier call; compute it from the current weight")
 
 
 def _check_state_dict(cls, args, layer, x, name, dtype) -> None:
@@ -311,19 +303,19 @@ def _check_state_dict(cls, args, layer, x, name, dtype) -> None:
     try:
         fresh.load_state_dict(layer.state_dict())
     except Exception as err:  # noqa: BLE001
-        _fail(f"{name} state_dict", f"a fresh layer cannot load a trained layer's state_dict: {type(err).__name__}: {err}")
+        fail(f"{name} state_dict", f"a fresh layer cannot load a trained layer's state_dict: {type(err).__name__}: {err}")
     with torch.no_grad():
-        y, ld = _as_pair(_call(layer, x, what=f"{name}.forward"), f"{name}.forward")
-        y2, ld2 = _as_pair(_call(fresh, x, what=f"{name}.forward"), f"{name}.forward")
-        xb, _ = _as_pair(_call(fresh.inverse, y, what=f"{name}.inverse"), f"{name}.inverse")
+        y, ld = call_pair(layer, x, what=f"{name}.forward")
+        y2, ld2 = call_pair(fresh, x, what=f"{name}.forward")
+        xb, _ = call_pair(fresh.inverse, y, what=f"{name}.inverse")
     tol = 1e-5 if dtype == torch.float32 else 1e-9
     if not (torch.allclose(y, y2, atol=tol, rtol=tol) and torch.allclose(ld, ld2, atol=tol, rtol=tol)):
-        _fail(f"{name} state_dict", "a freshly built layer that loaded a trained layer's state_dict computes a different "
-                                    "forward: part of what the layer computes with is not in its state_dict (a plain "
-                                    "attribute, or something computed once in __init__)")
+        fail(f"{name} state_dict", "a freshly built layer that loaded a trained layer's state_dict computes a different "
+                                   "forward: part of what the layer computes with is not in its state_dict (a plain "
+                                   "attribute, or something computed once in __init__)")
     if not torch.allclose(xb, x, atol=max(tol, 1e-4 if dtype == torch.float32 else 1e-7), rtol=1e-4):
-        _fail(f"{name} state_dict", "after load_state_dict, inverse(forward(x)) is not x: the inverse uses something "
-                                    "computed in __init__ (a cached W^-1?) instead of the current weight")
+        fail(f"{name} state_dict", "after load_state_dict, inverse(forward(x)) is not x: the inverse uses something "
+                                   "computed in __init__ (a cached W^-1?) instead of the current weight")
 
 
 # --- exercise 3: the LU layer ------------------------------------------------------------------
@@ -385,7 +377,7 @@ def _mask_cause(layer, name: str, got=None, want=None, npix: int = 1) -> str | N
         for k, p in layer.named_parameters():
             if zones.get(k) == {"below", "on"}:
                 extra = npix * torch.log(torch.diagonal(p.detach()).double().abs()).sum()
-                if _close(want.double() - got.double(), extra.expand_as(want), rtol=1e-4, atol=1e-5):
+                if close(want.double() - got.double(), extra.expand_as(want), rtol=1e-4, atol=1e-5):
                     return (f"the diagonal of {k} is learned (its mask keeps the diagonal), so L is not unit lower-triangular "
                             "and det L is not 1: mask strictly below the diagonal and add the identity, L = I + w_l * mask.")
     return None
@@ -399,7 +391,7 @@ class _Factorised(Exception):
 def _no_factorisation():
     """Make the functions that factorise a matrix or take its determinant raise, for a moment."""
     targets = [(torch.linalg, n) for n in ("slogdet", "det", "lu", "lu_factor", "lu_factor_ex", "qr", "eig", "eigvals",
-                                            "svd", "svdvals", "cholesky", "inv", "inv_ex", "solve", "matrix_norm", "cond")]
+                                           "svd", "svdvals", "cholesky", "inv", "inv_ex", "solve", "matrix_norm", "cond")]
     targets += [(torch, n) for n in ("slogdet", "det", "logdet", "inverse", "lu", "svd", "qr")]
     targets += [(torch.Tensor, n) for n in ("det", "slogdet", "logdet", "inverse", "lu", "svd", "qr")]
     saved = []
@@ -431,14 +423,14 @@ def _check_logdet_is_cheap(layer, x, name: str) -> None:
         with _no_factorisation(), torch.no_grad():
             layer(x)
     except _Factorised as err:
-        _fail(f"{name}.forward", f"forward calls {err} on the weight: that costs O(C^3), the cost the LU form exists to avoid",
-              f"the log-det of W = P L (U + diag(s)) is H*W*sum(log|s|), read off the learned log|s| in O(C); "
-              f"drop the {err} call from forward.")
+        fail(f"{name}.forward", f"forward calls {err} on the weight: that costs O(C^3), the cost the LU form exists to avoid",
+             f"the log-det of W = P L (U + diag(s)) is H*W*sum(log|s|), read off the learned log|s| in O(C); "
+             f"drop the {err} call from forward.")
     except Exception:  # noqa: BLE001  (anything else is the flow checks' business)
         pass
 
 
-@_quiet
+@check
 def check_invconv_lu(cls: type, *, channels: int = 4, batch: int = 2, hw: tuple = (2, 3), seed: int = 0,
                      dtype: torch.dtype = torch.float64, strict: bool = False) -> None:
     """LU 1x1 conv: P and sign(s) buffers; ``calc_weight()`` equals the weight it was built from;
@@ -447,31 +439,28 @@ def check_invconv_lu(cls: type, *, channels: int = 4, batch: int = 2, hw: tuple 
     follow the parameters after an optimizer step."""
     __tracebackhide__ = True
     name = getattr(cls, "__name__", "InvConv2dLU")
-    torch.manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(channels, channels))
     if channels > 1:
         q[:, 0] = -q[:, 0]  # a fixed det sign of -1: sign(s) has a -1 somewhere
     layer = _new_layer(cls, (channels, q.clone()), name, dtype)
     suspects = _lu_suspects(layer)
     if suspects:
-        _fail(name, f"{', '.join(suspects)} is a parameter; the optimizer would change it",
-              "P, sign(s) and the masks are fixed: register them with self.register_buffer(...), not nn.Parameter.")
+        fail(name, f"{', '.join(suspects)} is a parameter; the optimizer would change it",
+             "P, sign(s) and the masks are fixed: register them with self.register_buffer(...), not nn.Parameter.")
     w = _weight(layer, name)
     if not torch.allclose(w.detach().double(), q.double(), atol=1e-5):
-        _fail(f"{name} init", f"calc_weight() differs from the weight it was built from by up to {float((w.detach().double() - q.double()).abs().max()):.3g}",
-              _init_cause(layer, name, q.double(), w.detach().double()))
-    default = _call(cls, channels, what=f"{name}({channels})")
+        fail(f"{name} init", f"calc_weight() differs from the weight it was built from by up to {float((w.detach().double() - q.double()).abs().max()):.3g}",
+             _init_cause(layer, name, q.double(), w.detach().double()))
+    default = build(cls, channels, name=name)
     if not _orthogonal(_weight(default, name), 1e-5):
-        _fail(f"{name} init", "without a weight argument, the init is not orthogonal", "decompose random_rotation(num_channels) when no weight is given.")
-    with torch.no_grad():  # every entry moves, the masked ones too: the masks must keep L and U triangular
-        for p in layer.parameters():
-            p.add_(0.3 * torch.randn_like(p))
+        fail(f"{name} init", "without a weight argument, the init is not orthogonal", "decompose random_rotation(num_channels) when no weight is given.")
+    perturb(layer, 0.3)  # every entry moves, the masked ones too: the masks must keep L and U triangular
     x = torch.randn(batch, channels, *hw, dtype=dtype)
     _check_inverse(layer, x, name, _weight(layer, name))
     npix = hw[0] * hw[1]
 
     def known(want):
-        got = _as_pair(layer(x), name)[1].detach()
+        got = as_pair(layer(x), name)[1].detach()
         mask = _mask_cause(layer, name, got, want, npix)
         out = [(got, mask)] if mask else []
         out += _known_hw(*hw)(want)
@@ -489,7 +478,7 @@ def check_invconv_lu(cls: type, *, channels: int = 4, batch: int = 2, hw: tuple 
     if strict:
         _check_state_dict(cls, (channels,), layer, x, name, dtype)
         _check_after_update(layer, x, name, dtype)
-    _ok(f"{name} (C={channels}, {hw[0]}x{hw[1]}; and C=64)")
+    ok(f"{name} (C={channels}, {hw[0]}x{hw[1]}; and C=64)")
 
 
 def _init_cause(layer, name: str, q: torch.Tensor, w: torch.Tensor) -> str | None:
@@ -513,39 +502,38 @@ def _init_cause(layer, name: str, q: torch.Tensor, w: torch.Tensor) -> str | Non
     return next((c for v, c in hypotheses if torch.allclose(w, v, atol=1e-5)), None)
 
 
-@_quiet
+@check
 def check_invconv_lu_training(cls: type, *, channels: int = 5, steps: int = 5, hw: tuple = (2, 2), seed: int = 0,
                               dtype: torch.dtype = torch.float64, strict: bool = False) -> None:
     """After optimizer steps with random gradients the LU structure still holds (buffers unchanged,
     log-det = H*W*log|det W|). ``strict``: large steps never change the sign of det W."""
     __tracebackhide__ = True
     name = getattr(cls, "__name__", "InvConv2dLU")
-    torch.manual_seed(seed)
     layer = _new_layer(cls, (channels,), name, dtype)
     buffers_before = {k: b.clone() for k, b in layer.named_buffers()}
     opt = torch.optim.SGD(layer.parameters(), lr=0.05)
     x = torch.randn(3, channels, *hw, dtype=dtype)
     for _ in range(steps):
-        y, logdet = _as_pair(_call(layer, x, what=f"{name}.forward"), f"{name}.forward")
+        y, logdet = call_pair(layer, x, what=f"{name}.forward")
         opt.zero_grad()
-        _call(lambda: (y.square().mean() - logdet.mean()).backward(), what=f"backward through {name}")  # the graph must support backward
+        call(lambda: (y.square().mean() - logdet.mean()).backward(), what=f"backward through {name}")  # the graph must support backward
         for p in layer.parameters():  # then random gradients on every entry, masked ones included
             p.grad = torch.randn_like(p)
         opt.step()
     for k, b in buffers_before.items():
         if not torch.equal(b, dict(layer.named_buffers())[k]):
-            _fail(name, f"training changed the buffer {k}")
+            fail(name, f"training changed the buffer {k}")
     with torch.no_grad():
-        _, logdet = _as_pair(_call(layer, x, what=f"{name}.forward"), f"{name}.forward")
+        _, logdet = call_pair(layer, x, what=f"{name}.forward")
     w = _weight(layer, name).detach().double()
     want = (hw[0] * hw[1] * torch.linalg.slogdet(w).logabsdet).expand(3)
-    if logdet.shape != (3,) or not _close(logdet, want.to(logdet.dtype), rtol=1e-6, atol=1e-6):
+    if logdet.shape != (3,) or not close(logdet, want.to(logdet.dtype), rtol=1e-6, atol=1e-6):
         cause = _mask_cause(layer, name, logdet.detach(), want, hw[0] * hw[1]) if logdet.shape == (3,) else None
-        _fail(name, f"after {steps} optimizer steps the log-det is {_fmt(logdet)} but H*W*log|det calc_weight()| is {float(want[0]):.6g}", cause)
+        fail(name, f"after {steps} optimizer steps the log-det is {fmt(logdet)} but H*W*log|det calc_weight()| is {float(want[0]):.6g}", cause)
     check_flow_layer(layer, x, name=f"{name} after training")
     if strict:
         _check_det_sign(cls, name, channels, dtype, seed)
-    _ok(f"{name} keeps its LU structure through {steps} optimizer steps")
+    ok(f"{name} keeps its LU structure through {steps} optimizer steps")
 
 
 def _check_det_sign(cls, name, channels, dtype, seed, steps: int = 20, lr: float = 0.5) -> None:
@@ -562,6 +550,6 @@ def _check_det_sign(cls, name, channels, dtype, seed, steps: int = 20, lr: float
         opt.step()
         sign = torch.linalg.slogdet(_weight(layer, name).detach().double()).sign
         if sign != sign0:
-            _fail(name, f"after {step + 1} large optimizer steps det W changed sign ({int(sign0)} -> {int(sign)}), so it passed "
-                        "through 0, where W has no inverse. The LU form cannot: sign(s) is a fixed buffer and "
-                        "|s| = exp(log|s|) > 0; learn log|s|, not s.")
+            fail(name, f"after {step + 1} large optimizer steps det W changed sign ({int(sign0)} -> {int(sign)}), so it passed "
+                       "through 0, where W has no inverse. The LU form cannot: sign(s) is a fixed buffer and "
+                       "|s| = exp(log|s|) > 0; learn log|s|, not s.")

@@ -29,8 +29,9 @@ import torch
 from torch import nn
 
 from ..density import LOG_2PI, jacobian_logdet, standard_normal_log_prob
-from ..flows import gaussian_log_prob as _log_normal  # log N(z; mean, exp(log_sd)^2), summed per sample
-from .common import _as_pair, _call, _check_logdet_shape, _close, _explain, _fail, _fmt, _ok, _quiet, check_flow_layer
+from ..flows import gaussian_log_prob
+from .common import (build, call, call_pair, check, check_flow_layer, check_flow_shape, check_inverse_shape, check_logdet_shape,
+                     close, explain, fail, fmt, ok, perturb)
 
 __all__ = ["check_squeeze", "check_split", "check_flow_step", "check_glow"]
 
@@ -56,7 +57,7 @@ def _unravel(flat: torch.Tensor, shape):
     return flat // (c * h * w), flat // (h * w) % c, flat // w % h, flat % w
 
 
-@_quiet
+@check
 def check_squeeze(squeeze: Callable, unsqueeze: Callable, *, channels: int = 3, hw: tuple = (4, 6), batch: int = 2,
                   strict: bool = False) -> None:
     """Squeeze is a local permutation (each output pixel holds exactly its 2x2 block), the same
@@ -66,39 +67,39 @@ def check_squeeze(squeeze: Callable, unsqueeze: Callable, *, channels: int = 3, 
     h, w = hw
     x = torch.arange(batch * channels * h * w, dtype=torch.float64).reshape(batch, channels, h, w)
     x_copy = x.clone()
-    y = _call(squeeze, x, what="squeeze")
+    y = call(squeeze, x, what="squeeze")
     want_shape = (batch, 4 * channels, h // 2, w // 2)
     if not torch.is_tensor(y) or y.shape != want_shape:
-        _fail("squeeze", f"output shape {_shape(y)}, expected {want_shape}")
+        fail("squeeze", f"output shape {_shape(y)}, expected {want_shape}")
     if not torch.equal(x, x_copy):
-        _fail("squeeze", "squeeze changed its input in place", "work on a view or a copy; never write into x.")
+        fail("squeeze", "squeeze changed its input in place", "work on a view or a copy; never write into x.")
     # Where did each output value come from? (b, c, i, j) of the input, decoded from its index.
     src_b, src_c, src_i, src_j = _unravel(y.long(), x.shape)
     bi, oi, oj = _pixels(y.shape)
     if sorted(y.long().flatten().tolist()) != list(range(x.numel())):
-        _fail("squeeze", "some input values are repeated or lost: a squeeze only moves values")
+        fail("squeeze", "some input values are repeated or lost: a squeeze only moves values")
     if not (src_b == bi).all():
-        _fail("squeeze", "values moved between samples of the batch")
+        fail("squeeze", "values moved between samples of the batch")
     if not ((src_i // 2 == oi).all() and (src_j // 2 == oj).all()):
         plain = torch.equal(y, x.reshape(want_shape))
-        _fail("squeeze", "an output pixel (i, j) holds values from outside its 2x2 input block (2i..2i+1, 2j..2j+1)",
-              "a plain reshape to (B, 4C, H/2, W/2) cuts the image into strips: view as (B, C, H/2, 2, W/2, 2) and "
-              "move the two 2s next to C before merging." if plain else None)
+        fail("squeeze", "an output pixel (i, j) holds values from outside its 2x2 input block (2i..2i+1, 2j..2j+1)",
+             "a plain reshape to (B, 4C, H/2, W/2) cuts the image into strips: view as (B, C, H/2, 2, W/2, 2) and "
+             "move the two 2s next to C before merging." if plain else None)
     key = src_c * 4 + (src_i % 2) * 2 + (src_j % 2)  # which (channel, di, dj) each output holds
     if not (key == key[:1, :, :1, :1]).all():
-        _fail("squeeze", "the channel order differs between pixels: a squeeze applies the same arrangement everywhere")
+        fail("squeeze", "the channel order differs between pixels: a squeeze applies the same arrangement everywhere")
 
-    back = _call(unsqueeze, y.clone(), what="unsqueeze")
+    back = call(unsqueeze, y.clone(), what="unsqueeze")
     if not torch.is_tensor(back) or back.shape != x.shape:
-        _fail("unsqueeze", f"unsqueeze(squeeze(x)) has shape {_shape(back)}, expected {tuple(x.shape)}")
+        fail("unsqueeze", f"unsqueeze(squeeze(x)) has shape {_shape(back)}, expected {tuple(x.shape)}")
     if not torch.equal(back, x):
         _unsqueeze_failure(back, x, y)
     z = torch.randn(*want_shape, dtype=torch.float64)
-    if not torch.equal(_call(squeeze, _call(unsqueeze, z, what="unsqueeze"), what="squeeze"), z):
-        _fail("unsqueeze", "squeeze(unsqueeze(z)) is not z")
+    if not torch.equal(call(squeeze, call(unsqueeze, z, what="unsqueeze"), what="squeeze"), z):
+        fail("unsqueeze", "squeeze(unsqueeze(z)) is not z")
     if strict:
         _squeeze_strict(squeeze, unsqueeze, channels, hw, batch)
-    _ok(f"squeeze / unsqueeze ({channels}x{h}x{w})")
+    ok(f"squeeze / unsqueeze ({channels}x{h}x{w})")
 
 
 def _unsqueeze_failure(back: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -107,21 +108,21 @@ def _unsqueeze_failure(back: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> 
     n = x.numel()
     values = back.long().flatten()
     if not torch.equal(back, back.round()) or sorted(values.tolist()) != list(range(n)):
-        _fail("unsqueeze", "unsqueeze(squeeze(x)) is not x: some values are repeated, lost or changed")
+        fail("unsqueeze", "unsqueeze(squeeze(x)) is not x: some values are repeated, lost or changed")
     where = torch.empty(n, dtype=torch.long)
     where[y.long().flatten()] = torch.arange(n)  # where[v]: flat position in y of value v
     sb, _, si, sj = _unravel(where[values].view(back.shape), y.shape)  # the position in y each output came from
     bi, oi, oj = _pixels(back.shape)
     if not (sb == bi).all():
-        _fail("unsqueeze", "unsqueeze moves values between samples of the batch")
+        fail("unsqueeze", "unsqueeze moves values between samples of the batch")
     if not ((si == oi // 2).all() and (sj == oj // 2).all()):
-        _fail("unsqueeze", "unsqueeze(squeeze(x)) is not x: unsqueeze sends the channels of one pixel outside that "
-              "pixel's 2x2 output block",
-              "unsqueeze is not local: a plain reshape, or a permute that puts the axes in another order, spreads a "
-              "pixel's channels over the image; each 2 must end up right after its spatial axis, (B, C, H, 2, W, 2).")
-    _fail("unsqueeze", "unsqueeze(squeeze(x)) is not x: each 2x2 block comes from the right pixel, but its values "
-          "are in the wrong places",
-          "unsqueeze uses another channel order than squeeze: its view and permute must undo squeeze's exactly.")
+        fail("unsqueeze", "unsqueeze(squeeze(x)) is not x: unsqueeze sends the channels of one pixel outside that "
+             "pixel's 2x2 output block",
+             "unsqueeze is not local: a plain reshape, or a permute that puts the axes in another order, spreads a "
+             "pixel's channels over the image; each 2 must end up right after its spatial axis, (B, C, H, 2, W, 2).")
+    fail("unsqueeze", "unsqueeze(squeeze(x)) is not x: each 2x2 block comes from the right pixel, but its values "
+         "are in the wrong places",
+         "unsqueeze uses another channel order than squeeze: its view and permute must undo squeeze's exactly.")
 
 
 def _squeeze_strict(squeeze, unsqueeze, channels, hw, batch) -> None:
@@ -131,30 +132,30 @@ def _squeeze_strict(squeeze, unsqueeze, channels, hw, batch) -> None:
     # A channel slice (not contiguous), as the next level of Glow gets it after a split; float32.
     full = torch.randn(batch, 2 * channels, h, w)
     part = full[:, :channels]
-    y = _call(squeeze, part, what="squeeze (of a channel slice)")
+    y = call(squeeze, part, what="squeeze (of a channel slice)")
     if not torch.is_tensor(y) or y.dtype != torch.float32:
-        _fail("squeeze", f"squeeze of a float32 input returned {getattr(y, 'dtype', type(y).__name__)}: a squeeze keeps the dtype")
-    if not torch.equal(y, _call(squeeze, part.contiguous(), what="squeeze")):
-        _fail("squeeze", "squeeze of a channel slice x[:, :C] differs from squeeze of a contiguous copy of it")
+        fail("squeeze", f"squeeze of a float32 input returned {getattr(y, 'dtype', type(y).__name__)}: a squeeze keeps the dtype")
+    if not torch.equal(y, call(squeeze, part.contiguous(), what="squeeze")):
+        fail("squeeze", "squeeze of a channel slice x[:, :C] differs from squeeze of a contiguous copy of it")
     # Differentiable: a permutation's Jacobian is orthogonal, so the gradient of <squeeze(x), v> is unsqueeze(v).
     xg = torch.randn(batch, channels, h, w, dtype=torch.float64, requires_grad=True)
-    out = _call(squeeze, xg, what="squeeze")
+    out = call(squeeze, xg, what="squeeze")
     v = torch.randn_like(out.detach())
     if not out.requires_grad:
-        _fail("squeeze", "squeeze's output carries no gradient, so nothing before it could train",
-              "build it with torch operations on x (view, permute, reshape), not through numpy, .tolist() or a new tensor.")
+        fail("squeeze", "squeeze's output carries no gradient, so nothing before it could train",
+             "build it with torch operations on x (view, permute, reshape), not through numpy, .tolist() or a new tensor.")
     (grad,) = torch.autograd.grad((out * v).sum(), xg)
     if not torch.allclose(grad, unsqueeze(v)):
-        _fail("squeeze", "the gradient through squeeze is not unsqueeze of the incoming gradient: squeeze is not a plain permutation for autograd")
+        fail("squeeze", "the gradient through squeeze is not unsqueeze of the incoming gradient: squeeze is not a plain permutation for autograd")
     zg = torch.randn(batch, 4 * channels, h // 2, w // 2, dtype=torch.float64, requires_grad=True)
-    out = _call(unsqueeze, zg, what="unsqueeze")
+    out = call(unsqueeze, zg, what="unsqueeze")
     if not out.requires_grad:
-        _fail("unsqueeze", "unsqueeze's output carries no gradient",
-              "build it with torch operations on x (view, permute, reshape), not through numpy, .tolist() or a new tensor.")
+        fail("unsqueeze", "unsqueeze's output carries no gradient",
+             "build it with torch operations on x (view, permute, reshape), not through numpy, .tolist() or a new tensor.")
     v = torch.randn_like(out.detach())
     (grad,) = torch.autograd.grad((out * v).sum(), zg)
     if not torch.allclose(grad, squeeze(v)):
-        _fail("unsqueeze", "the gradient through unsqueeze is not squeeze of the incoming gradient")
+        fail("unsqueeze", "the gradient through unsqueeze is not squeeze of the incoming gradient")
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,14 +167,14 @@ def _split_samples(split, x_a, temperature, n, name, channels):
     __tracebackhide__ = True
     many = x_a.repeat(n, 1, 1, 1)
     what = f"{name}.inverse(x_a, None, {temperature})"
-    out = _call(split.inverse, many, None, temperature, what=what)
+    out = call(split.inverse, many, None, temperature, what=what)
     want = (many.shape[0], channels, *x_a.shape[2:])
     if not torch.is_tensor(out) or out.shape != want:
-        _fail(what, f"returned shape {_shape(out)}, expected {want}")
+        fail(what, f"returned shape {_shape(out)}, expected {want}")
     return out[:, x_a.shape[1]:].detach().reshape(n, *x_a.shape[:1], -1, *x_a.shape[2:])
 
 
-def _split_spread_cause(z, mean, sd, temperature) -> str | None:
+def _split_spread_cause(z, sd, temperature) -> str | None:
     """Which wrong formula the per-element spread of ``z`` (n draws) fits, if any."""
     raw = z.std(0)
     log_sd = sd.log()
@@ -191,7 +192,7 @@ def _split_spread_cause(z, mean, sd, temperature) -> str | None:
     return None
 
 
-@_quiet
+@check
 def check_split(cls: type, *, channels: int = 4, batch: int = 3, hw: tuple = (2, 3), seed: int = 0,
                 dtype: torch.dtype = torch.float64, strict: bool = False) -> None:
     """Split: x_a and z are the two halves; log_p is log N(z; prior_params(x_a)), with its
@@ -199,73 +200,70 @@ def check_split(cls: type, *, channels: int = 4, batch: int = 3, hw: tuple = (2,
     ``strict``: also a given z at temperature 0 and a second temperature."""
     __tracebackhide__ = True
     name = getattr(cls, "__name__", "Split")
-    torch.manual_seed(seed)
-    split = _call(cls, channels, what=f"{name}({channels})").to(dtype)
-    with torch.no_grad():  # a prior that has learned something: mean and log-std depend on x_a
-        for p in split.parameters():
-            p.add_(0.3 * torch.randn_like(p))
+    split = build(cls, channels, name=name, dtype=dtype)
+    perturb(split, 0.3)  # a prior that has learned something: mean and log-std depend on x_a
     x = torch.randn(batch, channels, *hw, dtype=dtype)
     half = channels // 2
     tol = dict(rtol=1e-6, atol=1e-6) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
-    out = _call(split, x, what=f"{name}.forward")
+    out = call(split, x, what=f"{name}.forward")
     if not (isinstance(out, (tuple, list)) and len(out) == 3 and all(torch.is_tensor(t) for t in out)):
-        _fail(f"{name}.forward", "must return three tensors (x_a, z, log_p)")
+        fail(f"{name}.forward", "must return three tensors (x_a, z, log_p)")
     x_a, z, log_p = out
     if not (x_a.shape == z.shape == x[:, :half].shape and torch.equal(x_a, x[:, :half]) and torch.equal(z, x[:, half:])):
         swapped = x_a.shape == z.shape == x[:, :half].shape and torch.equal(x_a, x[:, half:]) and torch.equal(z, x[:, :half])
-        _fail(f"{name}.forward", f"x_a must be the first half of the channels and z the second (got shapes {_shape(x_a)} "
-              f"and {_shape(z)} from {tuple(x.shape)})",
-              "the halves are swapped: x_a, z = x.chunk(2, 1) (x_a first)." if swapped else None)
+        fail(f"{name}.forward", f"x_a must be the first half of the channels and z the second (got shapes {_shape(x_a)} "
+             f"and {_shape(z)} from {tuple(x.shape)})",
+             "the halves are swapped: x_a, z = x.chunk(2, 1) (x_a first)." if swapped else None)
     if log_p.shape != (batch,):
-        _fail(f"{name}.forward", f"log_p has shape {tuple(log_p.shape)}, expected ({batch},)",
-              "sum the log-density over all dimensions except the batch." if log_p.shape[:1] == (batch,) else None)
-    mean, log_sd = _call(split.prior_params, x[:, :half], what=f"{name}.prior_params")
-    want = _log_normal(x[:, half:], mean, log_sd).detach()
-    if not _close(log_p.detach(), want, **tol):
+        fail(f"{name}.forward", f"log_p has shape {tuple(log_p.shape)}, expected ({batch},)",
+             "sum the log-density over all dimensions except the batch." if log_p.shape[:1] == (batch,) else None)
+    mean, log_sd = call(split.prior_params, x[:, :half], what=f"{name}.prior_params")
+    want = gaussian_log_prob(x[:, half:], mean, log_sd).detach()
+    if not close(log_p.detach(), want, **tol):
         zero_mean, zero_log_sd = split.prior_params(torch.zeros_like(x[:, :half]))
         zb = x[:, half:]
         known = [
-            (_log_normal(zb, zero_mean, zero_log_sd), "the prior ignores the conditioning half: compute mean and log-std with self.prior_params(x_a)."),
+            (gaussian_log_prob(zb, zero_mean, zero_log_sd), "the prior ignores the conditioning half: compute mean and log-std with self.prior_params(x_a)."),
             (standard_normal_log_prob(zb), "z was scored under N(0, I); the prior is N(mean, exp(log_sd)^2) from prior_params(x_a)."),
-            (_log_normal(zb, mean, log_sd.exp()), "exp(log_sd) was passed where the log-std goes: gaussian_log_prob(z, mean, log_sd) takes log_sd itself."),
+            (gaussian_log_prob(zb, mean, log_sd.exp()), "exp(log_sd) was passed where the log-std goes: gaussian_log_prob(z, mean, log_sd) takes log_sd itself."),
             (want + log_sd.flatten(1).sum(1), "the -log_sd term of the Gaussian log-density is missing."),
             (want + 0.5 * LOG_2PI * zb[0].numel(), "the constant -1/2 log(2 pi) per dimension is missing."),
         ]
-        _fail(f"{name}.forward", f"log_p {_fmt(log_p)}, but log N(z; mean, sd) with the prior of x_a is {_fmt(want)}",
-              _explain(log_p, want, [(v.detach(), c) for v, c in known]))
+        fail(f"{name}.forward", f"log_p {fmt(log_p)}, but log N(z; mean, sd) with the prior of x_a is {fmt(want)}",
+             explain(log_p, want, [(v.detach(), c) for v, c in known]))
     _split_gradient(split, x, name, tol)
 
     # inverse: rebuild x from (x_a, z); sample at temperature 0 -> the prior mean
-    back = _call(split.inverse, x_a.detach(), z.detach(), what=f"{name}.inverse(x_a, z)")
+    back = call(split.inverse, x_a.detach(), z.detach(), what=f"{name}.inverse(x_a, z)")
     if not torch.is_tensor(back) or back.shape != x.shape or not torch.equal(back, x):
         swapped = torch.is_tensor(back) and back.shape == x.shape and torch.equal(back, torch.cat([x[:, half:], x[:, :half]], 1))
-        _fail(f"{name}.inverse", f"inverse(x_a, z) must return torch.cat([x_a, z], 1) (shape {tuple(x.shape)}), got {_shape(back)}",
-              "z was put before x_a: torch.cat([x_a, z], 1)." if swapped else None)
+        fail(f"{name}.inverse", f"inverse(x_a, z) must return torch.cat([x_a, z], 1) (shape {tuple(x.shape)}), got {_shape(back)}",
+             "z was put before x_a: torch.cat([x_a, z], 1)." if swapped else None)
     x_a = x_a.detach()
     mean, sd = mean.detach(), log_sd.detach().exp()
     torch.manual_seed(seed + 1)
     cold = _split_samples(split, x_a, 0.0, 200, name, channels)
     if not torch.allclose(cold, mean.expand_as(cold), atol=1e-6):
-        cause = _split_spread_cause(cold, mean, sd, 0.0)
+        cause = _split_spread_cause(cold, sd, 0.0)
         if cause is None and cold.abs().max() < 1e-9 and mean.abs().max() > 1e-3:
             cause = "z was drawn without the prior mean: z = mean + temperature * exp(log_sd) * noise."
-        _fail(f"{name}.inverse", "at temperature 0 the sampled z must be the prior mean, prior_params(x_a)[0]; "
-              f"it differs by up to {float((cold - mean).abs().max()):.3g}", cause)
+        fail(f"{name}.inverse", "at temperature 0 the sampled z must be the prior mean, prior_params(x_a)[0]; "
+             f"it differs by up to {float((cold - mean).abs().max()):.3g}", cause)
     temperatures = (0.5, 1.3) if strict else (0.5,)
     for t in temperatures:
         hot = _split_samples(split, x_a, t, 2000, name, channels)
         u = (hot - mean) / sd  # in the prior's own standardised coordinates
         se = t / math.sqrt(u.numel())  # standard error of the mean; the std's is that / sqrt(2)
         if abs(float(u.std()) - t) > max(0.04 * max(t, 1.0), 6 * se) or abs(float(u.mean())) > max(0.04, 6 * se):
-            _fail(f"{name}.inverse", f"at temperature {t} the sampled z has {float(u.std()):.3g} prior standard deviations "
-                  f"of spread around {float(u.mean()):.3g} (in units of the prior's), expected {t} around 0",
-                  _split_spread_cause(hot, mean, sd, t))
+            fail(f"{name}.inverse", f"at temperature {t} the sampled z has {float(u.std()):.3g} prior standard deviations "
+                 f"of spread around {float(u.mean()):.3g} (in units of the prior's), expected {t} around 0",
+                 _split_spread_cause(hot, sd, t))
     if strict:  # decoding: a given z is used as it is, whatever the temperature
-        back = _call(split.inverse, x_a, z.detach(), 0.0, what=f"{name}.inverse(x_a, z, 0.0)")
+        back = call(split.inverse, x_a, z.detach(), 0.0, what=f"{name}.inverse(x_a, z, 0.0)")
         if not torch.is_tensor(back) or back.shape != x.shape or not torch.equal(back, x):
-            _fail(f"{name}.inverse", "inverse(x_a, z, temperature=0) must return torch.cat([x_a, z], 1): "
-                  "a given z is decoded as it is; the temperature only matters when z is drawn")
-    _ok(f"{name} (C={channels}, {hw[0]}x{hw[1]})")
+            fail(f"{name}.inverse", "inverse(x_a, z, temperature=0) must return torch.cat([x_a, z], 1): "
+                 "a given z is decoded as it is; the temperature only matters when z is drawn")
+    ok(f"{name} (C={channels}, {hw[0]}x{hw[1]})")
 
 
 def _split_gradient(split, x, name, tol) -> None:
@@ -275,9 +273,9 @@ def _split_gradient(split, x, name, tol) -> None:
     params = [(n, p) for n, p in split.named_parameters() if p.requires_grad]
     xg = x.clone().requires_grad_(True)
     tensors = [xg] + [p for _, p in params]
-    log_p = _call(split, xg, what=f"{name}.forward")[2]
+    log_p = call(split, xg, what=f"{name}.forward")[2]
     mean, log_sd = split.prior_params(xg[:, :half])
-    want = torch.autograd.grad(_log_normal(xg[:, half:], mean, log_sd).sum(), tensors, allow_unused=True)
+    want = torch.autograd.grad(gaussian_log_prob(xg[:, half:], mean, log_sd).sum(), tensors, allow_unused=True)
     got = torch.autograd.grad(log_p.sum(), tensors, allow_unused=True) if log_p.requires_grad else [None] * len(tensors)
     got = [torch.zeros_like(t) if g is None else g for g, t in zip(got, tensors)]
     want = [torch.zeros_like(t) if g is None else g for g, t in zip(want, tensors)]
@@ -295,9 +293,9 @@ def _split_gradient(split, x, name, tol) -> None:
             cause = "the prior's mean and log-std were detached or computed under torch.no_grad(): the prior must learn."
         else:
             cause = "log_p was computed from detached numbers (.detach(), .data, .item() or numpy)."
-        _fail(f"{name}.forward", f"log_p has the right value but no gradient with respect to {', '.join(names)}", cause)
-    _fail(f"{name}.forward", f"the gradient of log_p with respect to {', '.join(names)} differs from autograd of "
-          "log N(z; prior_params(x_a))")
+        fail(f"{name}.forward", f"log_p has the right value but no gradient with respect to {', '.join(names)}", cause)
+    fail(f"{name}.forward", f"the gradient of log_p with respect to {', '.join(names)} differs from autograd of "
+         "log N(z; prior_params(x_a))")
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,8 +314,8 @@ def _step_parts(step, name) -> list:
             found = [m for _, m in step.named_children() if any(k in type(m).__name__ for k in kinds)]
             part = found[0] if len(found) == 1 else None
         if part is None or not hasattr(part, "inverse"):
-            _fail(name, f"could not find the step's {word} (self.{attr}); children: "
-                  f"{[type(m).__name__ for m in step.children()]}", "keep the given constructor: self.actnorm, self.invconv, self.coupling.")
+            fail(name, f"could not find the step's {word} (self.{attr}); children: "
+                 f"{[type(m).__name__ for m in step.children()]}", "keep the given constructor: self.actnorm, self.invconv, self.coupling.")
         parts.append(part)
     return parts
 
@@ -382,42 +380,40 @@ def _check_step_composition(step, parts, x, name, tol, *, at: str) -> None:
     batch = x.shape[0]
     forward_plan = ((0, False), (1, False), (2, False))
     with torch.no_grad():
-        y, ld = _as_pair(_call(step, x, what=f"{name}.forward"), f"{name}.forward")
-        if y.shape != x.shape:
-            _fail(f"{name}.forward", f"output has shape {tuple(y.shape)}, input had {tuple(x.shape)}; a flow keeps the shape")
-        _check_logdet_shape(ld, batch, f"{name}.forward")
-        want_y, want_ld = _call(_run_parts, parts, forward_plan, x, what=f"{name}'s layers, applied one by one")
+        y, ld = call_pair(step, x, what=f"{name}.forward")
+        check_flow_shape(y, x, f"{name}.forward")
+        check_logdet_shape(ld, batch, f"{name}.forward")
+        want_y, want_ld = call(_run_parts, parts, forward_plan, x, what=f"{name}'s layers, applied one by one")
         if not torch.allclose(y, want_y, **tol):
             plan = _which_plan(parts, x, y, [p for p in _orders(False) if p != forward_plan], tol)
-            _fail(f"{name}.forward", f"the output is not self.actnorm -> self.invconv -> self.coupling applied to x, the "
-                  f"step's own layers in order (it differs by up to {float((y - want_y).abs().max()):.3g})"
-                  + (f"; it is {_describe(plan)}" if plan else ""), _forward_cause(plan) if plan else None)
+            fail(f"{name}.forward", f"the output is not self.actnorm -> self.invconv -> self.coupling applied to x, the "
+                 f"step's own layers in order (it differs by up to {float((y - want_y).abs().max()):.3g})"
+                 + (f"; it is {_describe(plan)}" if plan else ""), _forward_cause(plan) if plan else None)
         if not torch.allclose(ld, want_ld, **tol):
             lds = [_run_parts(parts, [(k, False)], h)[1] for k, h in zip(range(3), _inputs(parts, x))]
             known = [(want_ld - lds[k], f"the log-det of {_PART_WORDS[k]} is missing from the step's total: add all three.")
                      for k in range(3)]
             known += [(lds[k], f"the log-det is {_PART_WORDS[k]}'s only: add all three.") for k in range(3)]
-            _fail(f"{name}.forward", f"logdet {_fmt(ld)}, but the step's three layers' log-dets add up to {_fmt(want_ld)}",
-                  _explain(ld, want_ld, known))
+            fail(f"{name}.forward", f"logdet {fmt(ld)}, but the step's three layers' log-dets add up to {fmt(want_ld)}",
+                 explain(ld, want_ld, known))
 
         y = y if at == "output" else 0.8 * torch.randn_like(x)
-        x_back, ld_inv = _as_pair(_call(step.inverse, y, what=f"{name}.inverse"), f"{name}.inverse")
-        if x_back.shape != x.shape:
-            _fail(f"{name}.inverse", f"output has shape {tuple(x_back.shape)}, expected {tuple(x.shape)}")
-        _check_logdet_shape(ld_inv, batch, f"{name}.inverse")
+        x_back, ld_inv = call_pair(step.inverse, y, what=f"{name}.inverse")
+        check_inverse_shape(x_back, x, f"{name}.inverse")
+        check_logdet_shape(ld_inv, batch, f"{name}.inverse")
         inverse_plan = ((2, True), (1, True), (0, True))
-        want_x, want_ldi = _call(_run_parts, parts, inverse_plan, y, what=f"{name}'s layers, undone one by one")
+        want_x, want_ldi = call(_run_parts, parts, inverse_plan, y, what=f"{name}'s layers, undone one by one")
         where = "forward's output" if at == "output" else "a point forward did not produce"
         if not torch.allclose(x_back, want_x, **tol):
             candidates = [p for p in _orders(True) if p != inverse_plan]
             candidates += [tuple((k, k != j) for k in (2, 1, 0)) for j in range(3)] + [((2, False), (1, False), (0, False))]
             plan = _which_plan(parts, y, x_back, candidates, tol)
             cached = at != "output" and torch.allclose(x_back, x, **tol)
-            _fail(f"{name}.inverse", f"at {where}, the inverse is not self.coupling.inverse -> self.invconv.inverse -> "
-                  f"self.actnorm.inverse, the step's own layers undone last-first (it differs by up to "
-                  f"{float((x_back - want_x).abs().max()):.3g})" + (f"; it is {_describe(plan)}" if plan else ""),
-                  _inverse_cause(plan) if plan else
-                  ("the inverse returned the last input of forward, not the inverse of its own argument." if cached else None))
+            fail(f"{name}.inverse", f"at {where}, the inverse is not self.coupling.inverse -> self.invconv.inverse -> "
+                 f"self.actnorm.inverse, the step's own layers undone last-first (it differs by up to "
+                 f"{float((x_back - want_x).abs().max()):.3g})" + (f"; it is {_describe(plan)}" if plan else ""),
+                 _inverse_cause(plan) if plan else
+                 ("the inverse returned the last input of forward, not the inverse of its own argument." if cached else None))
         if not torch.allclose(ld_inv, want_ldi, **tol):
             lds = [_run_parts(parts, [(k, True)], h)[1] for k, h in zip((2, 1, 0), _inputs(parts, y, inverse=True))]
             lds = dict(zip((2, 1, 0), lds))
@@ -425,12 +421,12 @@ def _check_step_composition(step, parts, x, name, tol, *, at: str) -> None:
                                  "minus their forward log-dets, so add them as they are.")]
             known += [(want_ldi - lds[k], f"the inverse log-det of {_PART_WORDS[k]} is missing from the total: add all three.")
                       for k in range(3)]
-            _fail(f"{name}.inverse", f"at {where}, logdet {_fmt(ld_inv)}, but the three layers' inverse log-dets add up to "
-                  f"{_fmt(want_ldi)}", _explain(ld_inv, want_ldi, known))
+            fail(f"{name}.inverse", f"at {where}, logdet {fmt(ld_inv)}, but the three layers' inverse log-dets add up to "
+                 f"{fmt(want_ldi)}", explain(ld_inv, want_ldi, known))
         if at != "output":
-            again, _ = _as_pair(_call(step, x_back, what=f"{name}.forward"), f"{name}.forward")
+            again, _ = call_pair(step, x_back, what=f"{name}.forward")
             if not torch.allclose(again, y, **tol):
-                _fail(f"{name}.inverse", f"forward(inverse(y)) differs from y by up to {float((again - y).abs().max()):.3g}")
+                fail(f"{name}.inverse", f"forward(inverse(y)) differs from y by up to {float((again - y).abs().max()):.3g}")
 
 
 def _inputs(parts, h, inverse: bool = False):
@@ -442,7 +438,7 @@ def _inputs(parts, h, inverse: bool = False):
     return seen
 
 
-@_quiet
+@check
 def check_flow_step(cls: type, *, channels: int = 4, batch: int = 3, hw: tuple = (2, 2), seed: int = 0,
                     dtype: torch.dtype = torch.float64, hidden: int = 8, strict: bool = False) -> None:
     """A flow step computes ActNorm -> 1x1 conv -> coupling with its own layers (outputs and
@@ -451,24 +447,22 @@ def check_flow_step(cls: type, *, channels: int = 4, batch: int = 3, hw: tuple =
     forward never produced."""
     __tracebackhide__ = True
     name = getattr(cls, "__name__", "FlowStep")
-    torch.manual_seed(seed)
-    step = _call(cls, channels, hidden, what=f"{name}({channels}, {hidden})").to(dtype)
+    step = build(cls, channels, hidden, name=name, dtype=dtype)
     parts = _step_parts(step, name)
     x = 2 * torch.randn(batch, channels, *hw, dtype=dtype) + 1
     with torch.no_grad():
-        _call(step, x, what=f"{name}.forward")  # ActNorm's data-dependent init
+        call(step, x, what=f"{name}.forward")  # ActNorm's data-dependent init
         for part in parts:  # a part forward skipped is initialised here, so the comparisons below are fair
             if hasattr(part, "initialized") and not bool(part.initialized):
                 part(x)
-        for p in step.parameters():
-            p.add_(0.2 * torch.randn_like(p))
+    perturb(step, 0.2)
     tol = dict(rtol=1e-7, atol=1e-8) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
     _check_step_composition(step, parts, x, name, tol, at="output")
     if strict:
         torch.manual_seed(seed + 1)
         _check_step_composition(step, parts, x, name, tol, at="fresh")
     check_flow_layer(step, x, name=name)
-    _ok(f"{name} (C={channels}, {hw[0]}x{hw[1]})")
+    ok(f"{name} (C={channels}, {hw[0]}x{hw[1]})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -526,13 +520,13 @@ class _Glow:
         __tracebackhide__ = True
         missing = [a for a in ("levels", "splits", "prior_mean", "prior_log_sd") if not hasattr(model, a)]
         if missing:
-            _fail(name, f"the model has no {', '.join(missing)}", "keep the given constructor (self.levels, self.splits, "
-                  "self.prior_mean and self.prior_log_sd): the check reads the model's priors from them.")
+            fail(name, f"the model has no {', '.join(missing)}", "keep the given constructor (self.levels, self.splits, "
+                 "self.prior_mean and self.prior_log_sd): the check reads the model's priors from them.")
         self.model, self.name = model, name
         self.splits = list(model.splits)
         self.levels = [list(level) for level in model.levels]
 
-    def encode(self, x, what=None):
+    def encode(self, x):
         """(zs, log_prob, [(x_a, z, log_p) of each split, first call]) of forward(x)."""
         __tracebackhide__ = True
         calls: list[list] = [[] for _ in self.splits]
@@ -556,24 +550,24 @@ class _Glow:
         pairs = [(s, "forward", recorder(i)) for i, s in enumerate(self.splits)]
         pairs += [(s, "forward", step_recorder((lv, k))) for lv, level in enumerate(self.levels) for k, s in enumerate(level)]
         with _trace_all(pairs):
-            out = _call(self.model, x, what=what or f"{self.name}.forward")
+            out = call(self.model, x, what=f"{self.name}.forward")
         # The sum of the log-dets the steps returned (None if a step was not called), to tell a
         # wrong step from a wrong Glow.
         outs = [e[0] if e else None for e in steps.values()]
-        ok = len(outs) == sum(len(level) for level in self.levels) and all(isinstance(o, (tuple, list)) and len(o) == 2 for o in outs)
-        self.step_logdet = sum(o[1] for o in outs) if ok and outs else None
+        complete = len(outs) == sum(len(level) for level in self.levels) and all(isinstance(o, (tuple, list)) and len(o) == 2 for o in outs)
+        self.step_logdet = sum(o[1] for o in outs) if complete and outs else None
         if not (isinstance(out, (tuple, list)) and len(out) == 2):
-            _fail(f"{self.name}.forward", f"must return (zs, log_prob), got {type(out).__name__}")
+            fail(f"{self.name}.forward", f"must return (zs, log_prob), got {type(out).__name__}")
         zs, log_prob = out
         if not isinstance(zs, (list, tuple)) or not all(torch.is_tensor(z) for z in zs) or not torch.is_tensor(log_prob):
-            _fail(f"{self.name}.forward", "must return (zs, log_prob): a list of latent tensors and a tensor")
+            fail(f"{self.name}.forward", "must return (zs, log_prob): a list of latent tensors and a tensor")
         for i, c in enumerate(calls):
             if not c or not c[0]:
-                _fail(f"{self.name}.forward", f"forward never calls self.splits[{i}], so latent zs[{i}] is not scored by "
-                      "that split's learned prior", "x, z, log_p = self.splits[i](x) at the end of every level but the last.")
+                fail(f"{self.name}.forward", f"forward never calls self.splits[{i}], so latent zs[{i}] is not scored by "
+                     "that split's learned prior", "x, z, log_p = self.splits[i](x) at the end of every level but the last.")
             out = c[0][0]
             if not (isinstance(out, (tuple, list)) and len(out) == 3):
-                _fail(f"{self.name}.forward", f"self.splits[{i}] returned {type(out).__name__}, expected (x_a, z, log_p)")
+                fail(f"{self.name}.forward", f"self.splits[{i}] returned {type(out).__name__}, expected (x_a, z, log_p)")
         return list(zs), log_prob, [c[0][0] for c in calls]
 
     def prior_terms(self, zs, split_out):
@@ -581,12 +575,12 @@ class _Glow:
         __tracebackhide__ = True
         terms = []
         for i, split in enumerate(self.splits):
-            mean, log_sd = _call(split.prior_params, split_out[i][0], what=f"{self.name}.splits[{i}].prior_params")
-            terms.append(_log_normal(zs[i], mean, log_sd))
-        terms.append(_log_normal(zs[-1], self.model.prior_mean, self.model.prior_log_sd))
+            mean, log_sd = call(split.prior_params, split_out[i][0], what=f"{self.name}.splits[{i}].prior_params")
+            terms.append(gaussian_log_prob(zs[i], mean, log_sd))
+        terms.append(gaussian_log_prob(zs[-1], self.model.prior_mean, self.model.prior_log_sd))
         return terms
 
-    def priors(self, zs, split_out):
+    def priors(self, split_out):
         """(mean, sd) of each latent's prior, split_out from encoding the latents' image."""
         out = []
         for i, split in enumerate(self.splits):
@@ -619,7 +613,7 @@ class _Glow:
         pairs = [(s, "inverse", step_record(level, k)) for level, steps in enumerate(self.levels) for k, s in enumerate(steps)]
         return pairs + [(s, "inverse", split_record(i)) for i, s in enumerate(self.splits)]
 
-    def decode(self, zs, what=None):
+    def decode(self, zs):
         """(x or None, the error or None, the traced calls) of inverse(zs)."""
         __tracebackhide__ = True
         events: list = []
@@ -627,8 +621,8 @@ class _Glow:
             try:
                 return self.model.inverse(list(zs)), None, events
             except NotImplementedError:
-                _fail(what or f"{self.name}.inverse", "not implemented yet (it raised NotImplementedError)",
-                      "replace `raise NotImplementedError()` with your code.")
+                fail(f"{self.name}.inverse", "not implemented yet (it raised NotImplementedError)",
+                     "replace `raise NotImplementedError()` with your code.")
             except Exception as err:  # noqa: BLE001 (diagnosed by the caller)
                 return None, err, events
 
@@ -705,15 +699,15 @@ def _draw(g: _Glow, n, temperature, shape, name):
         with _trace_all(g.inverse_tracers(events)):
             s = g.model.sample(n, temperature)
     except NotImplementedError:
-        _fail(what, "not implemented yet (it raised NotImplementedError)", "replace `raise NotImplementedError()` with your code.")
+        fail(what, "not implemented yet (it raised NotImplementedError)", "replace `raise NotImplementedError()` with your code.")
     except Exception as err:  # noqa: BLE001
         text = str(err)
         dtype_clash = "double" in text.lower() and "float" in text.lower()
-        _fail(what, f"raised {type(err).__name__}: {text}",
-              "part of sample works in float32 while this model is float64: make the noise like the prior's parameters, "
-              "e.g. torch.randn_like(mean) or dtype=self.prior_mean.dtype." if dtype_clash else None)
+        fail(what, f"raised {type(err).__name__}: {text}",
+             "part of sample works in float32 while this model is float64: make the noise like the prior's parameters, "
+             "e.g. torch.randn_like(mean) or dtype=self.prior_mean.dtype." if dtype_clash else None)
     if not torch.is_tensor(s) or s.shape != (n, *shape):
-        _fail(f"{name}.sample", f"sample({n}) has shape {_shape(s)}, expected {(n, *shape)}")
+        fail(f"{name}.sample", f"sample({n}) has shape {_shape(s)}, expected {(n, *shape)}")
     return s, events
 
 
@@ -728,7 +722,7 @@ def _check_temperature(g: _Glow, temperature, n, shape, name) -> None:
     s, events = _draw(g, n, temperature, shape, name)
     with torch.no_grad():
         zs, _, split_out = g.encode(s.detach())
-        priors = g.priors(zs, split_out)
+        priors = g.priors(split_out)
     # What each split drew inside sample (first call): it must be what forward finds again.
     drawn = {}
     for kind, i, args, out in events:
@@ -736,8 +730,8 @@ def _check_temperature(g: _Glow, temperature, n, shape, name) -> None:
             drawn[i] = (args, out[0][:, args[0].shape[1]:].detach())
     for i, (args, z_drawn) in sorted(drawn.items()):
         if z_drawn.shape != zs[i].shape or not torch.allclose(z_drawn, zs[i].detach(), atol=1e-6, rtol=1e-6):
-            _fail(f"{name}.sample", f"forward(sample(...)) does not give back the latent that self.splits[{i}] drew inside "
-                  "sample: sample decodes the latents differently from inverse", _decode_cause(g, None, events))
+            fail(f"{name}.sample", f"forward(sample(...)) does not give back the latent that self.splits[{i}] drew inside "
+                 "sample: sample decodes the latents differently from inverse", _decode_cause(g, None, events))
     names = _level_names(len(g.splits))
     for i, (z, (mean, sd), level) in enumerate(zip(zs, priors, names)):
         z = z.detach()
@@ -764,7 +758,7 @@ def _check_temperature(g: _Glow, temperature, n, shape, name) -> None:
                 cause = f"{level} still has its prior's full spread at temperature 0: apply the temperature to {where}."
             else:
                 cause = None
-            _fail(f"{name}.sample", f"at temperature 0 every latent must be its prior's mean; {level} differs from it by up to {err:.3g}", cause)
+            fail(f"{name}.sample", f"at temperature 0 every latent must be its prior's mean; {level} differs from it by up to {err:.3g}", cause)
         spread, centre = float(u.std()), float(u.mean())
         se = temperature / math.sqrt(u.numel())  # standard error of the mean; the std's is that / sqrt(2)
         if abs(spread - temperature) <= max(0.05 * max(temperature, 1.0), 6 * se) and abs(centre) <= max(0.05, 6 * se):
@@ -776,11 +770,11 @@ def _check_temperature(g: _Glow, temperature, n, shape, name) -> None:
             cause = f"{level} was drawn as temperature * N(0, I) noise, not from {learned}."
         elif abs(spread - 1) < 0.05:
             cause = f"{level} has its prior's full spread whatever the temperature: apply the temperature to {where}."
-        _fail(f"{name}.sample", f"at temperature {temperature}, {level} has {spread:.3g} prior standard deviations of "
-              f"spread around {centre:.3g} (in units of its prior's), expected {temperature} around 0", cause)
+        fail(f"{name}.sample", f"at temperature {temperature}, {level} has {spread:.3g} prior standard deviations of "
+             f"spread around {centre:.3g} (in units of its prior's), expected {temperature} around 0", cause)
 
 
-@_quiet
+@check
 def check_glow(cls: type, *, K: int = 2, L: int = 3, image_size: int = 8, batch: int = 2, seed: int = 0,
                hidden: int = 8, in_channels: int = 1, dtype: torch.dtype = torch.float64, strict: bool = False) -> None:
     """The whole model, with learned priors (moved from their init): latent shapes and order;
@@ -790,9 +784,8 @@ def check_glow(cls: type, *, K: int = 2, L: int = 3, image_size: int = 8, batch:
     ``strict``: also decoding latents forward never produced, and temperature 1."""
     __tracebackhide__ = True
     name = getattr(cls, "__name__", "Glow")
-    torch.manual_seed(seed)
-    model = _call(cls, in_channels, K, L, hidden, image_size,
-                  what=f"{name}({in_channels}, K={K}, L={L}, hidden={hidden}, image_size={image_size})").to(dtype)
+    model = build(cls, in_channels, K, L, hidden, image_size, name=name, dtype=dtype,
+                  what=f"{name}({in_channels}, K={K}, L={L}, hidden={hidden}, image_size={image_size})")
     g = _Glow(model, name)
     image = (in_channels, image_size, image_size)
     x = 0.3 * torch.randn(batch, *image, dtype=dtype)
@@ -809,19 +802,12 @@ def check_glow(cls: type, *, K: int = 2, L: int = 3, image_size: int = 8, batch:
             cause = "the latents are listed top first: append each split's z as it comes (level 1's first), the top last."
         elif len(got) != len(shapes):
             cause = "zs holds one latent per split, then the top level's output: L latents in all."
-        _fail(f"{name}.forward", f"zs has shapes {got}, expected {shapes} (one per split, level 1's first, then the top)", cause)
+        fail(f"{name}.forward", f"zs has shapes {got}, expected {shapes} (one per split, level 1's first, then the top)", cause)
     if log_prob.shape != (batch,):
-        _fail(f"{name}.forward", f"log_prob has shape {tuple(log_prob.shape)}, expected ({batch},)")
+        fail(f"{name}.forward", f"log_prob has shape {tuple(log_prob.shape)}, expected ({batch},)")
 
     torch.manual_seed(seed + 1)
-    # A trained-looking model, its priors included: the priors' means and log-stds clearly away from
-    # 0, but the split priors' weights moved gently (a prior that grows with x_a compounds, level
-    # after level, into samples too large to decode).
-    with torch.no_grad():
-        for pname, p in model.named_parameters():
-            top = pname in ("prior_mean", "prior_log_sd")
-            scale = 0.3 if top or ("prior" in pname and pname.endswith("bias")) else 0.04 if "prior" in pname else 0.05
-            p.add_(scale * torch.randn_like(p))
+    perturb(model, _trained_scale)  # a trained-looking model, its priors included
 
     # log p(x) against the brute force with the model's own priors, and its gradient.
     zs, log_prob, split_out = g.encode(x)
@@ -834,15 +820,15 @@ def check_glow(cls: type, *, K: int = 2, L: int = 3, image_size: int = 8, batch:
 
     jac = jacobian_logdet(flat_latents, x, create_graph=True)
     want = sum(terms) + jac
-    if not _close(log_prob.detach(), want.detach(), rtol=1e-6, atol=1e-6):
+    if not close(log_prob.detach(), want.detach(), rtol=1e-6, atol=1e-6):
         t = [v.detach() for v in terms]
         w, j = want.detach(), jac.detach()
         split_sum = sum(t[:-1]) if len(t) > 1 else torch.zeros_like(w)
         own = sum(out[2].detach() for out in split_out) if split_out else torch.zeros_like(w)
         known = []
-        if not _close(own, split_sum, rtol=1e-6, atol=1e-6):
+        if not close(own, split_sum, rtol=1e-6, atol=1e-6):
             known.append((w - split_sum + own, "the splits' log_p are wrong: see the Split check."))
-        if steps_ld is not None and not _close(steps_ld, j, rtol=1e-6, atol=1e-6):
+        if steps_ld is not None and not close(steps_ld, j, rtol=1e-6, atol=1e-6):
             known.append((w - j + steps_ld, "the flow steps' log-dets are wrong: see the FlowStep check."))
         known += [
             (w - split_sum, "the log-likelihood of the split-off latents is missing: add the log_p each split returns."),
@@ -855,9 +841,9 @@ def check_glow(cls: type, *, K: int = 2, L: int = 3, image_size: int = 8, batch:
             (w - j, "the flow steps' log-dets are missing: add every step's log-det to log p(x)."),
             (w - 2 * j, "the steps' log-dets were subtracted: log p(x) = log p(zs) + the sum of the log-dets."),
         ]
-        _fail(f"{name}.forward", f"log p(x) {_fmt(log_prob)}, but the brute force (log|det| of the Jacobian of x -> all "
-              f"latents, plus each latent's log-density under the model's own priors) gives {_fmt(w)}",
-              _explain(log_prob, w, known))
+        fail(f"{name}.forward", f"log p(x) {fmt(log_prob)}, but the brute force (log|det| of the Jacobian of x -> all "
+             f"latents, plus each latent's log-density under the model's own priors) gives {fmt(w)}",
+             explain(log_prob, w, known))
     _glow_gradient(model, log_prob, [("the split latents' prior log-densities", sum(terms[:-1])),
                                      ("the top prior's log-density", terms[-1]), ("the steps' log-dets", jac)], name,
                    own_split=sum(own_split) if own_split else None)
@@ -868,23 +854,23 @@ def check_glow(cls: type, *, K: int = 2, L: int = 3, image_size: int = 8, batch:
     if err is not None or not torch.is_tensor(back) or back.shape != x.shape or not torch.allclose(back, x, atol=1e-6):
         cause = _decode_cause(g, zs, events)
         if err is not None:
-            _fail(f"{name}.inverse", f"inverse(zs) raised {type(err).__name__}: {err}", cause)
+            fail(f"{name}.inverse", f"inverse(zs) raised {type(err).__name__}: {err}", cause)
         if not torch.is_tensor(back) or back.shape != x.shape:
-            _fail(f"{name}.inverse", f"inverse(zs) returned {_shape(back)}, expected shape {tuple(x.shape)}", cause)
+            fail(f"{name}.inverse", f"inverse(zs) returned {_shape(back)}, expected shape {tuple(x.shape)}", cause)
         if cause is None:
             cause = _parts_cause(g, x)
         if cause is None:
             again, _, _ = g.decode(zs)
             if torch.is_tensor(again) and again.shape == back.shape and not torch.allclose(again, back):
                 cause = "inverse(zs) is random (two calls differ): it draws latents instead of using the given zs."
-        _fail(f"{name}.inverse", f"inverse(forward(x)) differs from x by up to {float((back - x).abs().max()):.3g}", cause)
+        fail(f"{name}.inverse", f"inverse(forward(x)) differs from x by up to {float((back - x).abs().max()):.3g}", cause)
     if strict:  # latents forward never produced: forward(inverse(zs)) is zs
         fresh = [0.7 * torch.randn(*s, dtype=dtype) for s in shapes]
         out, err, events = g.decode(fresh)
         if err is not None or not torch.is_tensor(out) or out.shape != x.shape:
-            _fail(f"{name}.inverse", "inverse of latents forward did not produce "
-                  + (f"raised {type(err).__name__}: {err}" if err is not None else f"returned {_shape(out)}, expected {tuple(x.shape)}"),
-                  _decode_cause(g, fresh, events))
+            fail(f"{name}.inverse", "inverse of latents forward did not produce "
+                 + (f"raised {type(err).__name__}: {err}" if err is not None else f"returned {_shape(out)}, expected {tuple(x.shape)}"),
+                 _decode_cause(g, fresh, events))
         with torch.no_grad():
             again = g.encode(out)[0]
         bad = [i for i, (a, b) in enumerate(zip(again, fresh)) if not torch.allclose(a, b, atol=1e-6)]
@@ -892,7 +878,7 @@ def check_glow(cls: type, *, K: int = 2, L: int = 3, image_size: int = 8, batch:
             cause = _decode_cause(g, fresh, events)
             if cause is None and torch.allclose(out, x):
                 cause = "inverse returned the last input of forward, not the decoding of the zs it was given."
-            _fail(f"{name}.inverse", f"forward(inverse(zs)) differs from zs (at zs{bad}) for latents forward did not produce", cause)
+            fail(f"{name}.inverse", f"forward(inverse(zs)) differs from zs (at zs{bad}) for latents forward did not produce", cause)
 
     # Sampling against the learned priors, at every level.
     _draw(g, 3, 0.7, image, name)  # the shape
@@ -900,7 +886,16 @@ def check_glow(cls: type, *, K: int = 2, L: int = 3, image_size: int = 8, batch:
     _check_temperature(g, 0.0, 50, image, name)
     for t in ((0.5, 1.0) if strict else (0.5,)):
         _check_temperature(g, t, 400, image, name)
-    _ok(f"{name} (K={K}, L={L}, {in_channels}x{image_size}x{image_size})")
+    ok(f"{name} (K={K}, L={L}, {in_channels}x{image_size}x{image_size})")
+
+
+def _trained_scale(pname: str) -> float:
+    """How far ``check_glow`` moves the parameter ``pname``: the priors' means and log-stds
+    clearly away from 0, but the split priors' weights gently (a prior that grows with x_a
+    compounds, level after level, into samples too large to decode)."""
+    if pname in ("prior_mean", "prior_log_sd") or ("prior" in pname and pname.endswith("bias")):
+        return 0.3
+    return 0.04 if "prior" in pname else 0.05
 
 
 def _glow_gradient(model, log_prob, pieces, name, own_split=None) -> None:
@@ -943,5 +938,5 @@ def _glow_gradient(model, log_prob, pieces, name, own_split=None) -> None:
                 break
         if cause:
             break
-    _fail(f"{name}.forward", f"log p(x) has the right value, but its gradient with respect to {names} differs from "
-          "autograd of the brute force, so training would follow the wrong direction", cause)
+    fail(f"{name}.forward", f"log p(x) has the right value, but its gradient with respect to {names} differs from "
+         "autograd of the brute force, so training would follow the wrong direction", cause)
