@@ -1,4 +1,5 @@
-"""Small things every notebook does: fix the seeds, and know whether it is being graded."""
+"""Small things every notebook does: fix the seeds, and know whether it is being graded (or run
+short by the test suite)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "is_grading"]
+__all__ = ["seed_everything", "is_grading", "is_short_run"]
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -24,3 +25,11 @@ def is_grading() -> bool:
     seconds; the checks never depend on it.
     """
     return bool(os.environ.get("NBGRADER_EXECUTION"))
+
+
+def is_short_run() -> bool:
+    """True when ``GLOWCOURSE_SHORT_RUN`` is set: the test suite runs each notebook end to end
+    with a few training steps instead of minutes of training, to show that every cell still
+    runs. The figures the notebooks print and discuss come from the full run, whose outputs
+    are committed (``python -m autograder execute``)."""
+    return bool(os.environ.get("GLOWCOURSE_SHORT_RUN"))
