@@ -5,8 +5,8 @@ licences): the 8x8 digits (17 grey levels) and a 5,000-image MNIST subset (256 l
 Full MNIST comes from torchvision where it is installed and can download (Colab).
 
 Every loader returns an :class:`ImageData`: uint8 images in NCHW layout, integer labels and
-the number of grey levels ``n_bins``, which dequantization and bits/dim need (COURSE.md:
-``y = (x + u) / n_bins`` and ``bpd = (-log p(y) + D log n_bins) / (D ln 2)``).
+the number of grey levels ``n_bins``, which dequantization and bits/dim need
+(``y = (x + u) / n_bins`` and ``bpd = (-log p(y) + D log n_bins) / (D ln 2)``, notebook 1).
 """
 from __future__ import annotations
 
