@@ -19,6 +19,13 @@ __all__ = ["CheckFailed", "check", "fail", "ok", "close", "match", "fmt", "expla
 class CheckFailed(AssertionError):
     """A check found a property that does not hold; the message says which and why."""
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows for a failed check in place of a traceback, in Jupyter, Colab and
+        nbgrader's feedback alike: the message and its likely cause. The frames of the checks'
+        own code, the exception that led to the message and the paths of the machine that ran
+        it say nothing to a student. (IPython looks this method up by name.)"""
+        return [f"{type(self).__name__}: {self}"]
+
 
 # ---------------------------------------------------------------------------------------------
 # The decorator
