@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["density_grid", "plot_density_2d", "show_images"]
+__all__ = ["density_grid", "plot_density_2d", "show_images", "plot_squeeze", "plot_multiscale"]
 
 
 def density_grid(log_prob: Callable[[torch.Tensor], torch.Tensor], xlim=(-4, 4), ylim=(-4, 4), n: int = 120):
@@ -53,4 +53,61 @@ def show_images(images: torch.Tensor, ax, nrow: int = 8, title: str | None = Non
     ax.axis("off")
     if title:
         ax.set_title(title)
+    return ax
+
+
+def plot_squeeze(squeeze: Callable[[torch.Tensor], torch.Tensor], axes, size: int = 4):
+    """Draw what ``squeeze`` does to one ``size x size`` channel: the image with its pixels
+    numbered and each 2x2 block in its own colour, then the ``4`` output channels of
+    ``size/2 x size/2`` pixels, each pixel numbered and coloured as the input pixel it holds.
+    ``axes``: ``1 + 4`` matplotlib axes."""
+    x = torch.arange(size * size, dtype=torch.float64).reshape(1, 1, size, size)
+    y = squeeze(x)[0]  # (4, size/2, size/2)
+    block = (torch.arange(size)[:, None] // 2) * (size // 2) + torch.arange(size)[None, :] // 2
+    colours = block.flatten().double() / max(1, int(block.max()))  # pixel number -> its block's colour
+
+    def panel(ax, values, title):
+        values = values.long()
+        ax.imshow(colours[values].numpy(), cmap="Pastel1", vmin=0, vmax=1)
+        for (i, j), v in np.ndenumerate(values.numpy()):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title, fontsize=9)
+
+    panel(axes[0], x[0, 0], f"input: 1 x {size} x {size}")
+    for c in range(4):
+        panel(axes[1 + c], y[c], f"output channel {c}")
+    return axes
+
+
+def plot_multiscale(ax, in_channels: int = 1, image_size: int = 8, L: int = 3, K: int = 8):
+    """Draw Glow's multi-scale architecture (figure 2b of the paper) for an input of shape
+    ``(in_channels, image_size, image_size)`` and ``L`` levels: each level squeezes, runs ``K``
+    flow steps and (but the last) splits half of the channels off as a latent, with the shapes
+    along the way."""
+    c, s = in_channels, image_size
+    boxes = [(f"x\n{c}x{s}x{s}", "white")]
+    latents = []
+    for level in range(L):
+        c, s = 4 * c, s // 2
+        boxes.append((f"squeeze\n{c}x{s}x{s}", "#dde8f7"))
+        boxes.append((f"{K} flow steps\n{c}x{s}x{s}", "#cfe8cf"))
+        if level < L - 1:
+            c //= 2
+            boxes.append((f"split\nkeep {c}x{s}x{s}", "#f7e3c9"))
+            latents.append((len(boxes) - 1, f"z{level + 1}\n{c}x{s}x{s}"))
+    latents.append((len(boxes) - 1, f"z{L} (top)\n{c}x{s}x{s}"))
+    for i, (text, colour) in enumerate(boxes):
+        ax.text(i, 0, text, ha="center", va="center", fontsize=8,
+                bbox=dict(boxstyle="round", facecolor=colour, edgecolor="grey"))
+        if i:
+            ax.annotate("", xy=(i - 0.42, 0), xytext=(i - 0.58, 0), arrowprops=dict(arrowstyle="->"))
+    for i, text in latents:
+        ax.annotate("", xy=(i, -0.62), xytext=(i, -0.22), arrowprops=dict(arrowstyle="->", color="C3"))
+        ax.text(i, -0.85, text, ha="center", va="center", fontsize=8, color="C3",
+                bbox=dict(boxstyle="round", facecolor="#fbe5e5", edgecolor="C3"))
+    ax.set_xlim(-0.6, len(boxes) - 0.4)
+    ax.set_ylim(-1.1, 0.3)
+    ax.axis("off")
     return ax

@@ -24,6 +24,7 @@ from .change_of_variables import (
 from .common import CheckFailed, check_flow_layer, check_logdet_gradient
 from .coupling import check_additive_coupling, check_affine_coupling, check_zero_conv
 from .invconv import check_invconv_dense, check_invconv_lu, check_invconv_lu_training, check_random_rotation
+from .likelihood import check_logit_transform, check_per_image_bpd, check_pixel_space_bpd, check_variational_bpd
 from .multiscale import check_flow_step, check_glow, check_split, check_squeeze
 
 __all__ = [
@@ -60,4 +61,9 @@ __all__ = [
     "check_sample_images",
     "check_interpolate",
     "check_manipulate",
+    # notebook 7
+    "check_logit_transform",
+    "check_pixel_space_bpd",
+    "check_variational_bpd",
+    "check_per_image_bpd",
 ]
