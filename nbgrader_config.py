@@ -12,10 +12,14 @@ nbgrader finds this file when it is run from the repository root (``nbgrader ...
 ``--out`` folder instead, so a grading run never touches this instructor gradebook.
 """
 import os
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 STATE = ROOT / "autograder"
+if str(ROOT) not in sys.path:  # plain `nbgrader` from the repo root: the autograder package is here
+    sys.path.append(str(ROOT))
+from autograder.grading.limits import Limits  # noqa: E402
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 
@@ -38,9 +42,9 @@ c.CourseDirectory.include = ["*.ipynb"]
 # it (chapter 6's training checkpoints), or `execute` followed by `release` would ship it.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.bak", "glow_checkpoints"]
 
-# Per-cell limit while grading. Heavy cells are skipped under NBGRADER_EXECUTION, so a
-# graded notebook runs in seconds; a cell that needs a minute is a student's infinite loop.
-c.Execute.timeout = 60
+# Per-cell limit while grading, the default of `python -m autograder grade` (autograder/grading/limits.py).
+# Heavy cells are skipped under NBGRADER_EXECUTION, so a graded notebook runs in seconds.
+c.Execute.timeout = Limits().cell_timeout
 
 # The "Open in Colab" badge and the setup cell read the repository from pyproject.toml
 # ([project.urls] Repository): the one place a fork changes it.

@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "solutions"
 COURSE = ROOT / "course"
 CONFIG_FILE = ROOT / "nbgrader_config.py"
-MISTAKES = Path(__file__).resolve().parent / "mistakes"
 
 
 def ensure_tools_on_path() -> None:
@@ -37,6 +36,7 @@ def repository_url() -> str:
 
 @dataclass(frozen=True)
 class Notebook:
+    """One notebook of the course: its source in ``solutions/`` and its release in ``course/``."""
     assignment: str
     name: str  # file stem, without .ipynb
 
@@ -55,6 +55,7 @@ def assignments() -> list[str]:
 
 
 def notebooks(assignment: str | None = None) -> list[Notebook]:
+    """The notebooks of one assignment, or of all, in course order."""
     names = [assignment] if assignment else assignments()
     out = []
     for a in names:
@@ -65,12 +66,12 @@ def notebooks(assignment: str | None = None) -> list[Notebook]:
 
 
 def nbgrader_api(*, release: Path | None = None, submitted: Path | None = None, autograded: Path | None = None,
-                 feedback: Path | None = None, db: Path | None = None, timeout: int | None = None,
-                 quiet: bool = True, limits=None):
+                 feedback: Path | None = None, db: Path | None = None, config=None):
     """An ``NbGraderAPI`` configured by ``nbgrader_config.py``, with folders overridden.
 
     Overridden folders are absolute; nbgrader joins them onto the course root unchanged.
-    ``limits`` (a ``grade.Limits``) runs autograde's kernel in the sandbox, with tamper probes.
+    ``config`` (a traitlets ``Config``) is merged on top: grading passes its own
+    (``grading/nbgrader_setup.py``).
     """
     ensure_tools_on_path()
     import warnings
@@ -83,7 +84,7 @@ def nbgrader_api(*, release: Path | None = None, submitted: Path | None = None, 
     from nbgrader.coursedir import CourseDirectory
     from traitlets.config import Config, PyFileConfigLoader
 
-    config = PyFileConfigLoader(CONFIG_FILE.name, path=str(ROOT)).load_config()
+    merged = PyFileConfigLoader(CONFIG_FILE.name, path=str(ROOT)).load_config()
     over = Config()
     for trait, path in [("release_directory", release), ("submitted_directory", submitted),
                         ("autograded_directory", autograded), ("feedback_directory", feedback)]:
@@ -92,38 +93,10 @@ def nbgrader_api(*, release: Path | None = None, submitted: Path | None = None, 
     if db is not None:
         Path(db).parent.mkdir(parents=True, exist_ok=True)
         over.CourseDirectory.db_url = f"sqlite:///{Path(db).resolve()}"
-    if timeout is not None:
-        over.Execute.timeout = timeout
-    # The hidden tests stay out of feedback (nbgrader issue #917): their code, and the lines
-    # that tracebacks quote from them.
-    over.GenerateFeedback.preprocessors = [
-        "nbgrader.preprocessors.GetGrades",
-        "autograder.preprocessors.ScrubHiddenTracebacks",
-        "nbgrader.preprocessors.ClearHiddenTests",
-        "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
-    ]
-    if limits is not None:
-        # nbgrader's autograde steps, with Execute replaced by the guarded, sandboxed one.
-        over.Autograde.autograde_preprocessors = [
-            "autograder.preprocessors.GuardedExecute",
-            "nbgrader.preprocessors.IgnorePattern",
-            "nbconvert.preprocessors.ClearMetadataPreprocessor",
-            "nbgrader.preprocessors.LimitOutput",
-            "nbgrader.preprocessors.SaveAutoGrades",
-            "nbgrader.preprocessors.AssignLatePenalties",
-            "nbgrader.preprocessors.CheckCellMetadata",
-        ]
-        over.SandboxKernelManager.sandbox = limits.sandbox
-        over.SandboxKernelManager.wall_s = limits.notebook_timeout
-        over.SandboxKernelManager.memory_mb = limits.memory_mb
-        over.SandboxKernelManager.cpu_s = limits.cpu_s
-        over.SandboxKernelManager.threads = limits.threads
-        over.GuardedExecute.shutdown_kernel = "immediate"  # the notebook is done: no need to wait for a clean exit
-    config.merge(over)
-    if quiet:
-        logging.getLogger("traitlets").setLevel(logging.ERROR)
-    coursedir = CourseDirectory(config=config)
-    api = NbGraderAPI(coursedir=coursedir, config=config)
-    if quiet:
-        api.log.setLevel(logging.ERROR)
+    merged.merge(over)
+    if config is not None:
+        merged.merge(config)
+    logging.getLogger("traitlets").setLevel(logging.ERROR)
+    api = NbGraderAPI(coursedir=CourseDirectory(config=merged), config=merged)
+    api.log.setLevel(logging.ERROR)
     return api

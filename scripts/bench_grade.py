@@ -24,8 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autograder import course, samples  # noqa: E402
-from autograder.notebooks import execute  # noqa: E402
+from autograder import course  # noqa: E402
+from autograder.authoring.notebooks import execute  # noqa: E402
+from autograder.catalogues import samples  # noqa: E402
 
 
 def grade(subs: Path, out: Path, *extra: str) -> float:

@@ -4,7 +4,8 @@ import re
 import nbformat
 import pytest
 
-from autograder import book, course
+from autograder import course
+from autograder.authoring import book
 
 pytestmark = pytest.mark.slow
 

@@ -1,11 +1,13 @@
 """Notebooks 1 and 2: the checks test what the spec allows (image latents, several channels, a
 second call, a negative scale, an optimizer built before ActNorm's first batch), name a cause
 only where the numbers prove it, hidden (strict) parts test more."""
+import re
+
 import pytest
 import torch
 from torch import nn
 
-from autograder import report
+from autograder.catalogues import report
 from glowcourse import checks, flows
 from glowcourse.density import standard_normal_log_prob
 from test_checks import ActNormLogScale  # a correct ActNorm written independently
@@ -319,3 +321,25 @@ def test_actnorm_checks_do_not_import_dynamo():
             "print('torch._dynamo' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().endswith("False"), out.stdout + out.stderr
+
+
+def test_a_failed_check_shows_its_message_and_cause_and_no_frames_in_a_kernel(tmp_path):
+    """What a student sees under a failed check cell (and nbgrader keeps for the feedback): the
+    message and the likely cause; no frame of glowcourse/checks, no chained exception, no path."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    cells = ["import math\nfrom glowcourse import checks",
+             "def bits_per_dim(log_prob, n_dims, n_bins):\n    return -log_prob / (n_dims * math.log(2))  # the bins' term missing\n"
+             "checks.check_bits_per_dim(bits_per_dim)",
+             "def bits_per_dim(log_prob, n_dims, n_bins):\n    return log_prob / 0 + {}[n_bins]  # crashes\n"
+             "checks.check_bits_per_dim(bits_per_dim)"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, kernel_name="python3", timeout=120, allow_errors=True,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    for cell, expect in ((nb.cells[1], "Likely cause"), (nb.cells[2], "raised KeyError")):
+        (error,) = [o for o in cell.outputs if o.output_type == "error"]
+        text = "\n".join(error.traceback)
+        assert error.ename == "CheckFailed" and "bits_per_dim" in text and expect in text, text
+        assert "glowcourse" not in text and "Traceback" not in text and "above exception" not in text, text
+        assert not re.search(r"(^|\s)/\w", text), text  # no path of the machine that ran it

@@ -17,7 +17,7 @@ import glowcourse
 from glowcourse import checks, flows
 from glowcourse.checks.common import CheckFailed
 
-from autograder import report
+from autograder.catalogues import report
 
 
 def cause_of(err) -> str:

@@ -372,3 +372,194 @@ def test_interpolate_hidden_property():
         for seed in (5, 6, 7, 8):
             calls.clear()
             checks.check_interpolate(sorts_its_ends_after_the_first_call, steps=3, seed=seed, strict=True)
+
+
+# -- train_step ----------------------------------------------------------------------------------
+
+from torch import nn  # noqa: E402
+
+
+def train_step(model_log_prob, model, optimizer, x, n_bins, *, step, lr, warmup, clip):
+    for group in optimizer.param_groups:
+        group["lr"] = lr * min(1.0, step / warmup)
+    loss = glowcourse.bits_per_dim(model_log_prob(x), x[0].numel(), n_bins).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return loss.item()
+
+
+def train_step_by_hand(model_log_prob, model, optimizer, x, n_bins, *, step, lr, warmup, clip):
+    # the rate as min(lr, ...), zeroed through the model, the norm clipped by hand (without clip_grad_norm_'s 1e-6)
+    model.zero_grad(set_to_none=False)
+    for group in optimizer.param_groups:
+        group["lr"] = min(lr, lr * step / warmup)
+    log_p = model_log_prob(x)
+    loss = ((-log_p + x[0].numel() * math.log(n_bins)) / (x[0].numel() * math.log(2))).mean()
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = torch.sqrt(sum((g ** 2).sum() for g in grads))
+    if norm > clip:
+        for g in grads:
+            g.mul_(clip / norm)
+    value = float(loss)
+    optimizer.step()
+    return value
+
+
+def _variant(source_fn, *replacements):
+    import inspect
+    import textwrap
+
+    source = textwrap.dedent(inspect.getsource(source_fn))
+    for old, new in replacements:
+        assert source.count(old) == 1, old
+        source = source.replace(old, new)
+    ns = {"torch": torch, "glowcourse": glowcourse, "nn": nn, "math": math}
+    exec(source, ns)
+    return ns[source_fn.__name__]
+
+
+@pytest.mark.parametrize("fn", [train_step, train_step_by_hand])
+def test_train_step_correct_answers_pass(fn):
+    checks.check_train_step(fn)
+    checks.check_train_step(fn, seed=3, channels=3, strict=True)
+
+
+@pytest.mark.parametrize("replacements, match, cause", [
+    ([("    optimizer.zero_grad()\n", "")], "moved by", "not zeroed"),
+    ([("    nn.utils.clip_grad_norm_(model.parameters(), clip)\n    optimizer.step()\n",
+       "    optimizer.step()\n    nn.utils.clip_grad_norm_(model.parameters(), clip)\n")], "moved by", "after optimizer.step()"),
+    ([("    nn.utils.clip_grad_norm_(model.parameters(), clip)\n", "")], "moved by", "not clipped"),
+    ([("nn.utils.clip_grad_norm_(model.parameters(), clip)", "nn.utils.clip_grad_value_(model.parameters(), clip)")],
+     "moved by", "clip_grad_value_"),
+    ([("nn.utils.clip_grad_norm_(model.parameters(), clip)", "[nn.utils.clip_grad_norm_(p, clip) for p in model.parameters()]")],
+     "moved by", "on its own"),
+    ([("    for group in optimizer.param_groups:\n        group[\"lr\"] = lr * min(1.0, step / warmup)\n", "")],
+     "learning rates", "no warm-up"),
+    ([("lr * min(1.0, step / warmup)", "lr")], "learning rates", "warm-up is missing"),
+    ([("lr * min(1.0, step / warmup)", "lr * step / warmup")], "learning rates", "keeps growing"),
+    ([("    for group in optimizer.param_groups:\n        group[\"lr\"]", "    for group in optimizer.param_groups[:1]:\n        group[\"lr\"]")],
+     "learning rates", "first param group"),
+    ([("return loss.item()", "return glowcourse.bits_per_dim(model_log_prob(x), x[0].numel(), n_bins).mean().item()")],
+     "before the update", "after optimizer.step()"),
+    ([("return loss.item()", "return loss")], "not a Python float", "loss.item()"),
+    ([("model_log_prob(x)", "model(x)[1]")], "never called", "model_log_prob"),
+    ([("    optimizer.step()\n", "")], "where it was", "step() was not called"),
+])
+def test_train_step_mistakes_name_their_cause(replacements, match, cause):
+    wrong = _variant(train_step, *replacements)
+    _fails(checks.check_train_step, wrong, match=match, cause=cause)
+    with pytest.raises(checks.CheckFailed):
+        checks.check_train_step(wrong, seed=3, channels=3, strict=True)
+
+
+def test_train_step_hidden_properties():
+    def always_to_clip(model_log_prob, model, optimizer, x, n_bins, *, step, lr, warmup, clip):
+        # scales every gradient to norm clip: right whenever clipping binds, as in the visible check
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, step / warmup)
+        loss = glowcourse.bits_per_dim(model_log_prob(x), x[0].numel(), n_bins).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        norm = torch.sqrt(sum(p.grad.pow(2).sum() for p in model.parameters()))
+        for p in model.parameters():
+            p.grad.mul_(clip / (norm + 1e-6))
+        optimizer.step()
+        return loss.item()
+
+    checks.check_train_step(always_to_clip)  # the visible check does not test this property
+    _fails(checks.check_train_step, always_to_clip, seed=3, channels=3, strict=True, match="moved by", cause="only scales down")
+
+
+def test_train_step_an_unrelated_wrong_update_gets_no_guessed_cause():
+    wrong = _variant(train_step, ("nn.utils.clip_grad_norm_(model.parameters(), clip)", "nn.utils.clip_grad_norm_(model.parameters(), clip / 3)"))
+    _fails(checks.check_train_step, wrong, match="moved by")
+
+
+# -- save_checkpoint / load_checkpoint -----------------------------------------------------------------
+
+
+def save_checkpoint(path, model, optimizer, history, order, noise):
+    torch.save(dict(model=model.state_dict(), optimizer=optimizer.state_dict(), history=history,
+                    order=order.get_state(), noise=noise.get_state()), path)
+
+
+def load_checkpoint(path, model, optimizer, order, noise):
+    saved = torch.load(path, map_location="cpu")
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    order.set_state(saved["order"])
+    noise.set_state(saved["noise"])
+    return saved["history"]
+
+
+def save_as_tuple(path, model, optimizer, history, order, noise):
+    torch.save((model.state_dict(), optimizer.state_dict(), list(history), order.get_state(), noise.get_state()), str(path))
+
+
+def load_as_tuple(path, model, optimizer, order, noise):
+    model_state, optimizer_state, history, order_state, noise_state = torch.load(str(path), weights_only=False)
+    model.load_state_dict(model_state)
+    optimizer.load_state_dict(optimizer_state)
+    order.set_state(order_state)
+    noise.set_state(noise_state)
+    return history
+
+
+@pytest.mark.parametrize("save, load", [(save_checkpoint, load_checkpoint), (save_as_tuple, load_as_tuple)])
+def test_checkpoint_correct_answers_pass(save, load):
+    checks.check_checkpoint(save, load)
+    checks.check_checkpoint(save, load, seed=2, channels=3, steps=(2, 3), strict=True)
+
+
+@pytest.mark.parametrize("save_changes, load_changes, match, cause", [
+    ([("model=model.state_dict()", "model=dict(model.named_parameters())")],
+     [('model.load_state_dict(saved["model"])', 'model.load_state_dict(saved["model"], strict=False)')], "state_dict entries",
+     "initialized"),
+    ([("optimizer=optimizer.state_dict(), ", "")], [('    optimizer.load_state_dict(saved["optimizer"])\n', "")], "optimizer",
+     "optimizer's state was not saved"),
+    ([], [('    order.set_state(saved["order"])\n    noise.set_state(saved["noise"])\n', "")], "generator", "was not restored"),
+    ([], [('order.set_state(saved["order"])', 'order.set_state(saved["noise"])'),
+          ('noise.set_state(saved["noise"])', 'noise.set_state(saved["order"])')], "generator", "swapped"),
+    ([], [('return saved["history"]', 'history = saved["history"]')], "None", "return"),
+    ([], [('    model.load_state_dict(saved["model"])\n', "")], "state_dict entries", "not restored"),
+])
+def test_checkpoint_mistakes_name_their_cause(save_changes, load_changes, match, cause):
+    save, load = _variant(save_checkpoint, *save_changes), _variant(load_checkpoint, *load_changes)
+    _fails(checks.check_checkpoint, save, load, match=match, cause=cause)
+    with pytest.raises(checks.CheckFailed):
+        checks.check_checkpoint(save, load, seed=2, channels=3, steps=(2, 3), strict=True)
+
+
+def test_checkpoint_hidden_properties():
+    def save_draws_from_the_noise(path, model, optimizer, history, order, noise):
+        torch.rand(1, generator=noise)  # saving must leave the run as it was
+        save_checkpoint(path, model, optimizer, history, order, noise)
+
+    def load_keeps_a_moved_model(path, model, optimizer, order, noise):
+        # restores only into a model whose ActNorm is not initialised yet: wrong for the run that saved it
+        saved = torch.load(path)
+        if not any(bool(b) for n, b in model.named_buffers() if n.endswith("initialized")):
+            model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        order.set_state(saved["order"])
+        noise.set_state(saved["noise"])
+        return saved["history"]
+
+    checks.check_checkpoint(save_checkpoint, load_keeps_a_moved_model)  # the visible check does not test this property
+    with pytest.raises(checks.CheckFailed, match="moved on"):
+        checks.check_checkpoint(save_checkpoint, load_keeps_a_moved_model, seed=2, channels=3, steps=(2, 3), strict=True)
+    # A save that draws from a generator fails visibly too (the file holds another state than the run had), with no
+    # guessed cause; the hidden test says that saving changed the run.
+    _fails(checks.check_checkpoint, save_draws_from_the_noise, load_checkpoint, match="`noise` generator")
+    _fails(checks.check_checkpoint, save_draws_from_the_noise, load_checkpoint, seed=2, channels=3, steps=(2, 3), strict=True,
+           match="after saving")
+
+
+def test_training_checks_leave_the_global_random_state_alone():
+    state = torch.random.get_rng_state()
+    checks.check_train_step(train_step, strict=True)
+    checks.check_checkpoint(save_checkpoint, load_checkpoint, strict=True)
+    assert torch.equal(state, torch.random.get_rng_state())

@@ -3,7 +3,7 @@ import zipfile
 
 import pytest
 
-from autograder.collect import collect, read_roster, student_id
+from autograder.grading.collect import collect, read_roster, student_id
 
 A, NB = "01_change_of_variables", "change_of_variables"
 

@@ -10,9 +10,12 @@ import textwrap
 import nbformat
 import pytest
 
-from autograder import course, hostile, probe, samples
-from autograder.grade import Limits, grade
-from autograder.preprocessors import defined_names, exercise_names
+from autograder import cells, course
+from autograder.catalogues import hostile, samples
+from autograder.grading import probe
+from autograder.grading.execute import defined_names, exercise_names
+from autograder.grading.limits import Limits
+from autograder.grading.run import grade
 
 # torch.compile's first use imports torch internals that warn about their own deprecated parts.
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script_method:DeprecationWarning")
@@ -27,7 +30,7 @@ NOTE = "course's own answer"
 ATTACKS = textwrap.dedent('''
     import functools, json, sys, types
     sys.path.insert(0, {root!r})
-    from autograder import probe
+    from autograder.grading import probe
     import torch
 
     def run(baseline=None):
@@ -184,14 +187,13 @@ def test_an_answer_of_its_own_is_not_noted(case):
 def _solution_namespaces():
     """Every notebook's imports, solution and given cells, run in-process (as the harness does)."""
     for nb in course.notebooks():
-        cells = nbformat.read(nb.source, 4).cells
+        notebook = nbformat.read(nb.source, 4).cells
         ns = {"__name__": "__main__"}
-        first = next(c for c in cells if c.cell_type == "code")
+        first = next(c for c in notebook if c.cell_type == "code")
         exec(compile(first.source, "<cell>", "exec"), ns)
-        for c in cells:
-            meta = c.metadata.get("nbgrader", {})
-            if c.cell_type == "code" and meta and not meta.get("grade"):
-                exec(compile(samples.strip_markers(c.source), "<cell>", "exec"), ns)
+        for c in notebook:
+            if c.cell_type == "code" and cells.meta(c) and not cells.is_grade(c):  # solution and given cells
+                exec(compile(cells.strip_solution_markers(c.source), "<cell>", "exec"), ns)
         yield nb, ns
 
 
@@ -273,7 +275,7 @@ def graded(tmp_path_factory):  # 8 notebooks: about 2 minutes on a loaded 2-core
     case = {c.name: c for c in hostile.cases()}["h_wrap_manual_seed"]
     (subs / case.name / NB1.assignment).mkdir(parents=True)
     (subs / case.name / NB1.assignment / f"{NB1.name}.ipynb").write_bytes(case.make())
-    rows = grade(subs, root / "out", workers=1, limits=Limits(cell_timeout=300))
+    rows = grade(subs, root / "out", limits=Limits(cell_timeout=300))
     return {(r.student, r.assignment): r for r in rows}, packed
 
 

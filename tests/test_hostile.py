@@ -1,16 +1,22 @@
 """Grading a class that fights back: the catalogue of mangled, broken and hostile submissions
-(``autograder/hostile.py``) through the real ``grade`` command with the sandbox, two workers,
+(``autograder/catalogues/hostile.py``) through the real ``grade`` command with the sandbox, two workers,
 and the checks that nothing outside a submission's own row changed."""
 import hashlib
+import html
 import json
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from autograder import course, hostile, samples
-from autograder.grade import Limits, grade, merge, read_csv
-from autograder.preprocessors import hidden_lines
+from autograder import cells, course
+from autograder.catalogues import hostile, samples
+from autograder.grading.collect import collect
+from autograder.grading.limits import Limits
+from autograder.grading.results import read_csv
+from autograder.grading.run import grade
+from autograder.grading.shards import merge
 
 pytestmark = pytest.mark.slow
 
@@ -38,17 +44,20 @@ def graded(tmp_path_factory):
     before_gb = gradebook.read_bytes() if gradebook.exists() else None
     out = root / "out"
     # Per cell 20 s (the infinite loop hits it), per notebook 120 s, two workers.
-    rows = grade(subs, out, workers=2, limits=Limits(cell_timeout=20, notebook_timeout=120))
+    rows = grade(subs, out, limits=Limits(cell_timeout=20, notebook_timeout=120, workers=2))
     after = {p: tree_digest(p) for p in PROTECTED + [subs]}
     after_gb = gradebook.read_bytes() if gradebook.exists() else None
     return {(r.student, r.assignment): r for r in rows}, out, (before, after, before_gb, after_gb)
 
 
-def test_catalogue_has_at_least_25_cases_on_several_notebooks():
-    assert len(CASES) >= 25
-    assert len({c.notebook.assignment for c in CASES.values()}) >= 3
-    kinds = {name.split("_")[0] for name in CASES}
-    assert kinds == {"m", "b", "h"}  # mangled, broken, hostile
+def test_the_class_folder_holds_one_submission_per_case_each_where_its_row_will_be(tmp_path):
+    catalogue = hostile.write_class(tmp_path / "class")
+    assert list(catalogue) == list(CASES)
+    assert {name.split("_")[0] for name in CASES} == {"m", "b", "h"}  # mangled, broken, hostile
+    subs, problems = collect(tmp_path / "class", tmp_path / "scratch")
+    placed = {(s.student, s.assignment) for s in subs} | {(p.student, p.assignment) for p in problems}
+    assert placed == {(name, case.notebook.assignment) for name, case in CASES.items()}
+    assert [p.student for p in problems] == [name for name, case in CASES.items() if case.file_name]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -103,14 +112,15 @@ def test_feedback_for_graded_cases_never_shows_hidden_tests(graded):
     secrets = {}
     for nb in {c.notebook for c in CASES.values()}:
         src = nbformat.read(nb.source, 4)
-        secrets[nb] = [line for cell in src.cells for line in hidden_lines(cell.source) if len(line) > 12]
+        secrets[nb] = [line for cell in src.cells for line in cells.hidden_lines(cell.source) if len(line) > 12]
     checked = 0
     for name, case in CASES.items():
-        html = out / "feedback" / name / case.notebook.assignment / f"{case.notebook.name}.html"
+        page = out / "feedback" / name / case.notebook.assignment / f"{case.notebook.name}.html"
         row = rows[(name, case.notebook.assignment)]
         if row.status.startswith(("ok", "tampering", "missing exercise", "timeout")):
-            assert html.exists(), name
-            text = html.read_text()
+            assert page.exists(), name
+            raw = page.read_text()
+            text = raw + "\n" + html.unescape(re.sub(r"<[^>]+>", "", raw))  # the markup, and the words without it
             assert "HIDDEN TESTS" not in text
             leaked = [s for s in secrets[case.notebook] if s in text]
             assert not leaked, (name, leaked[:3])

@@ -1,6 +1,6 @@
 """Set-up files agree with each other and with the README."""
-import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -58,11 +58,68 @@ def test_readme_starts_with_the_demo_and_test_commands_and_ci_runs_the_test_one(
     assert tests in ci
 
 
-def test_setup_script_installs_the_sandbox_and_the_requirements():
-    setup = (ROOT / "scripts" / "setup").read_text()
-    assert os.access(ROOT / "scripts" / "setup", os.X_OK)
-    assert "apt-get install" in setup and "bubblewrap" in setup and "command -v bwrap" in setup
-    assert "python3 -m venv .venv" in setup and "pip install -q -r requirements.txt" in setup
+def run_setup(tmp_path, *, uid: int, tools: tuple[str, ...], venv: bool = False):
+    """Run scripts/setup in a copy of the repository with stand-ins for ``tools`` (apt-get, bwrap,
+    sudo, python3 and the venv's pip) that record their calls, with a ``.venv`` already there or
+    not; return (process, calls)."""
+    repo, bindir, log = tmp_path / "repo", tmp_path / "bin", tmp_path / "calls"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "setup", repo / "scripts" / "setup")  # keeps its mode: it must be executable
+    bindir.mkdir()
+    for real in ("bash", "sh", "dirname", "mkdir", "chmod"):
+        (bindir / real).symlink_to(shutil.which(real))
+
+    def stand_in(path, name, then=""):
+        path.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n{then}')
+        path.chmod(0o755)
+
+    stand_in(bindir / "id", "id", f"echo {uid}\n")
+    pip = "mkdir -p .venv/bin\n" + f"printf '#!/bin/sh\\necho \"pip $*\" >> \"{log}\"\\n' > .venv/bin/pip\nchmod +x .venv/bin/pip\n"
+    for tool in tools:
+        stand_in(bindir / tool, tool, {"sudo": '"$@"\n', "python3": pip}.get(tool, ""))
+    if venv:
+        (repo / ".venv" / "bin").mkdir(parents=True)
+        stand_in(repo / ".venv" / "bin" / "python", "venv python")
+        stand_in(repo / ".venv" / "bin" / "pip", "pip")
+    proc = subprocess.run([str(repo / "scripts" / "setup")], env={"PATH": str(bindir)}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=30)
+    calls = [line for line in log.read_text().splitlines() if not line.startswith("id ")] if log.exists() else []
+    return proc, calls
+
+
+VENV = ["python3 -m venv .venv", "pip install -q -r requirements.txt"]
+
+
+def test_setup_installs_bubblewrap_as_root_then_the_requirements(tmp_path):
+    proc, calls = run_setup(tmp_path, uid=0, tools=("apt-get", "python3"))
+    assert proc.returncode == 0, proc.stderr
+    assert calls == ["apt-get update -qq", "apt-get install -y -qq bubblewrap", *VENV]
+
+
+def test_setup_installs_bubblewrap_with_sudo_as_a_user(tmp_path):
+    proc, calls = run_setup(tmp_path, uid=1000, tools=("sudo", "apt-get", "python3"))
+    assert proc.returncode == 0, proc.stderr
+    assert calls == ["sudo apt-get update -qq", "apt-get update -qq", "sudo apt-get install -y -qq bubblewrap",
+                     "apt-get install -y -qq bubblewrap", *VENV]
+
+
+def test_setup_leaves_an_installed_bubblewrap_alone(tmp_path):
+    proc, calls = run_setup(tmp_path, uid=0, tools=("bwrap", "apt-get", "python3"))
+    assert proc.returncode == 0, proc.stderr
+    assert calls == VENV
+
+
+def test_setup_run_again_updates_the_existing_venv(tmp_path):
+    proc, calls = run_setup(tmp_path, uid=1000, tools=("bwrap", "python3"), venv=True)
+    assert proc.returncode == 0, proc.stderr
+    assert calls == VENV[1:]
+
+
+def test_setup_without_a_way_to_install_bubblewrap_says_so_and_sets_up_the_rest(tmp_path):
+    proc, calls = run_setup(tmp_path, uid=1000, tools=("python3",))
+    assert proc.returncode == 0, proc.stderr
+    assert "bubblewrap" in proc.stderr and "--no-sandbox" in proc.stderr
+    assert calls == VENV
 
 
 @pytest.mark.slow

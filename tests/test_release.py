@@ -6,8 +6,8 @@ import sys
 import nbformat
 import pytest
 
-from autograder import course
-from autograder.release import SETUP_TAG, colab_url, release_diff
+from autograder import cells, course
+from autograder.authoring.release import SETUP_TAG, colab_url, release_diff
 
 NOTEBOOKS = course.notebooks()
 
@@ -29,8 +29,8 @@ def test_release_has_badge_and_setup_cell_and_no_answers(nb):
     for secret in ("BEGIN SOLUTION", "BEGIN HIDDEN TESTS", "seed=11"):
         assert secret not in text
     # Every exercise of the source is there, blanked, with its nbgrader metadata for grading.
-    source_ids = [c.metadata["nbgrader"]["grade_id"] for c in nbformat.read(nb.source, 4).cells if "nbgrader" in c.metadata]
-    release_ids = [c.metadata["nbgrader"]["grade_id"] for c in released.cells if "nbgrader" in c.metadata]
+    source_ids = [cells.grade_id(c) for c in nbformat.read(nb.source, 4).cells if cells.meta(c)]
+    release_ids = [cells.grade_id(c) for c in released.cells if cells.meta(c)]
     assert source_ids == release_ids
     assert all(not c.get("outputs") for c in released.cells if c.cell_type == "code")
     assert set(released.metadata) <= {"kernelspec", "language_info"}

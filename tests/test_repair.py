@@ -1,13 +1,16 @@
-"""Repair of mangled notebooks (``autograder/repair.py``), on every notebook, without a kernel."""
+"""Repair of mangled notebooks (``autograder/grading/repair.py``), on every notebook, without a kernel."""
 import copy
 import json
 
 import nbformat
 import pytest
 
-from autograder import course, samples, sandbox
-from autograder.grade import Limits, grade
-from autograder.repair import repair
+from autograder import cells, course
+from autograder.catalogues import samples
+from autograder.grading import sandbox
+from autograder.grading.limits import Limits
+from autograder.grading.repair import repair
+from autograder.grading.run import grade
 
 NOTEBOOKS = course.notebooks()
 
@@ -16,9 +19,8 @@ def mangle(notebook) -> str:
     """Everything at once: metadata and ids gone, nbformat 4.0, Colab metadata, the first
     solution as markdown, a test cell duplicated and another deleted, a helper cell added."""
     d = json.loads(nbformat.writes(notebook))
-    sol = [i for i, c in enumerate(d["cells"]) if c["metadata"].get("nbgrader", {}).get("solution")]
-    tests = [i for i, c in enumerate(d["cells"]) if c["metadata"].get("nbgrader", {}).get("grade")
-             and not c["metadata"]["nbgrader"].get("solution")]
+    sol = [i for i, c in enumerate(d["cells"]) if cells.is_solution(c)]
+    tests = [i for i, c in enumerate(d["cells"]) if cells.is_test(c)]
     d["nbformat_minor"] = 0
     d["metadata"] = {"colab": {"provenance": []}, "accelerator": "GPU"}
     for c in d["cells"]:
@@ -42,7 +44,7 @@ def test_mangled_notebook_is_rebuilt_with_the_students_answers(nb):
     filled = samples.filled(nb)
     fixed = repair(mangle(filled), template)
     assert fixed.missing == []
-    got, want = samples.answers(fixed.notebook), samples.answers(filled)
+    got, want = cells.solutions(fixed.notebook), cells.solutions(filled)
     assert set(got) == set(want) and all(got[g].strip() == want[g].strip() for g in want)
     # every template cell is back, in order, with its metadata; the helper cell is kept
     kept = [c for c in fixed.notebook.cells if not c.id.startswith("student-")]
@@ -75,10 +77,10 @@ def test_deleted_solution_is_reported_missing_and_the_stub_graded():
     nb = course.Notebook("02_actnorm", "actnorm")
     template = nbformat.read(nb.release, 4)
     d = json.loads(nbformat.writes(samples.filled(nb)))
-    d["cells"] = [c for c in d["cells"] if not c["metadata"].get("nbgrader", {}).get("solution")]
+    d["cells"] = [c for c in d["cells"] if not cells.is_solution(c)]
     fixed = repair(json.dumps(d), template)
     assert fixed.missing == ["actnorm"]
-    assert samples.answers(fixed.notebook) == samples.answers(template)
+    assert cells.solutions(fixed.notebook) == cells.solutions(template)
 
 
 def test_grading_without_bubblewrap_stops_with_a_message_naming_the_fix(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ import nbformat
 import pytest
 
 from autograder import course
-from autograder.notebooks import execute
+from autograder.authoring.notebooks import execute
 
 NOTEBOOKS = course.notebooks()
 MAX_BYTES = 400_000  # figures at 72 dpi; a solution notebook stays reviewable on GitHub
@@ -26,12 +26,23 @@ def test_committed_outputs_come_from_one_clean_in_order_run(nb):
     assert all("execution" not in c.metadata for c in notebook.cells)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.name)
-def test_solutions_execute_without_error(nb, tmp_path, monkeypatch):
+def test_solutions_run_end_to_end_in_short_mode(nb, tmp_path, monkeypatch):
+    """Every cell still runs, training included, with a few steps of training
+    (``glowcourse.is_short_run``); the committed outputs come from the full run."""
     monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
     copy = tmp_path / nb.source.name
     shutil.copyfile(nb.source, copy)
-    executed = execute(copy, timeout=600)  # raises CellExecutionError on any error
+    executed = execute(copy, timeout=600, env={"GLOWCOURSE_SHORT_RUN": "1"})  # raises CellExecutionError on any error
     fresh = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream"]
     assert fresh, "the notebook printed nothing"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda nb: nb.name)
+def test_solutions_execute_in_full_without_error(nb, tmp_path, monkeypatch):
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    monkeypatch.delenv("GLOWCOURSE_SHORT_RUN", raising=False)
+    copy = tmp_path / nb.source.name
+    shutil.copyfile(nb.source, copy)
+    execute(copy, timeout=600)  # raises CellExecutionError on any error

@@ -120,14 +120,23 @@ def test_bench_runs_and_reports_every_model_it_can_build(capsys):
     assert "unknown model 'peer'" in capsys.readouterr().err
 
 
-def notebook_namespace(path, cells):
-    """Run the given code cells of a solution notebook (given code and solutions) in a namespace."""
+def notebook_namespace(path, grade_ids, defines=()):
+    """Run, in order, the first code cell (the imports) of a solution notebook and the code cells
+    with one of ``grade_ids`` (given code and solutions) or defining a function of ``defines``,
+    found by their metadata and content rather than by index, so that added cells do not move them."""
     import nbformat
 
+    from autograder import cells as nbcells
+
     nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    chosen = [code[0]] + [c for c in code[1:] if nbcells.grade_id(c) in grade_ids
+                          or any(c.source.startswith(f"def {name}(") for name in defines)]
+    found = {nbcells.grade_id(c) for c in chosen} | {n for n in defines for c in chosen if c.source.startswith(f"def {n}(")}
+    assert set(grade_ids) | set(defines) <= found, sorted(set(grade_ids) | set(defines) - found)
     ns = {}
-    for i in cells:
-        exec(compile(nb.cells[i].source, f"{path.name}[{i}]", "exec"), ns)
+    for c in chosen:
+        exec(compile(c.source, f"{path.name}[{c.get('id', '?')}]", "exec"), ns)
     return ns
 
 
@@ -138,7 +147,8 @@ def test_capstone_train_fast_path_follows_the_plain_loop(tmp_path, monkeypatch):
     checkpoint that a resumed plain run continues from."""
     monkeypatch.chdir(tmp_path)
     path = ROOT / "solutions" / "06_glow_in_practice" / "glow_in_practice.ipynb"
-    ns = notebook_namespace(path, [1, 3, 5, 8])  # imports, setup, evaluate_bpd, train
+    # imports, setup, evaluate_bpd, the training step, the checkpoint functions, train
+    ns = notebook_namespace(path, ["given_setup", "evaluate_bpd", "train_step", "checkpoint"], defines=["train"])
     assert len(ns["train_data"]) % 64, "the digits' last batch should be short, to exercise a second shape"
     histories = {}
     for fast in (False, True):
@@ -169,3 +179,61 @@ def test_checks_perturb_a_slow_prior_as_far_as_a_rate_one_prior():
     for a, b in zip(*priors):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert priors[0][1].std() > 0.3  # the log-std really varies with x_a
+
+
+def test_capstone_train_with_the_exercises_is_the_plain_loop(tmp_path):
+    """Chapter 6's ``train`` calls the student's ``train_step``, ``save_checkpoint`` and
+    ``load_checkpoint``; with the solutions it trains exactly as the loop written out in one
+    piece (the loop before those exercises), and a run resumed from its checkpoint continues it."""
+    path = ROOT / "solutions" / "06_glow_in_practice" / "glow_in_practice.ipynb"
+    ns = notebook_namespace(path, ["given_setup", "evaluate_bpd", "train_step", "checkpoint"], defines=["train"])
+    import math
+
+    import glowcourse
+
+    class Subset:  # 150 training images, batches of 64: a short last batch
+        def __init__(self, data, n):
+            self.images, self.n_bins, self.n_dims = data.images[:n], data.n_bins, data.n_dims
+
+        def __len__(self):
+            return len(self.images)
+
+    train_data, test_data = Subset(ns["train_data"], 150), Subset(ns["test_data"], 40)
+    to_model = ns["to_model"]
+
+    def written_out(model, epochs, lr=1e-3, warmup=5, clip=200.0, seed=0):
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        order, noise = torch.Generator().manual_seed(2 * seed), torch.Generator().manual_seed(2 * seed + 1)
+        with torch.no_grad():
+            model(to_model(train_data.images[:512], train_data.n_bins, noise))
+        losses = []
+        for epoch in range(epochs):
+            for i, batch in enumerate(torch.randperm(len(train_data), generator=order).split(64)):
+                step = epoch * math.ceil(len(train_data) / 64) + i + 1
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * min(1.0, step / warmup)
+                x = to_model(train_data.images[batch], train_data.n_bins, noise)
+                loss = glowcourse.bits_per_dim(model(x)[1], train_data.n_dims, train_data.n_bins).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+                optimizer.step()
+                losses.append(loss.item())
+        return losses
+
+    def glow():
+        torch.manual_seed(0)
+        return Glow(1, K=1, L=3, hidden=8, image_size=8)
+
+    reference = glow()
+    written_out(reference, epochs=2)
+    model = glow()
+    history = ns["train"](model, train_data, test_data, epochs=1, batch_size=64, warmup=5, seed=0, verbose=False,
+                          checkpoint=tmp_path / "ckpt.pt")
+    assert len(history) == 1 and set(history[0]) == {"epoch", "train", "test", "images_per_s"}
+    resumed = glow()
+    history = ns["train"](resumed, train_data, test_data, epochs=2, batch_size=64, warmup=5, seed=0, verbose=False,
+                          checkpoint=tmp_path / "ckpt.pt", resume=True)
+    assert len(history) == 2
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name

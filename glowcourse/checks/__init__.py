@@ -12,7 +12,14 @@ shapes and dtypes. A check prints one line when everything holds and returns ``N
 are recorded, not printed (nbgrader scores a test cell with any stderr output 0).
 """
 from .actnorm import check_actnorm_flow, check_actnorm_init, check_actnorm_state
-from .capstone import check_evaluate_bpd, check_interpolate, check_manipulate, check_sample_images
+from .capstone import (
+    check_checkpoint,
+    check_evaluate_bpd,
+    check_interpolate,
+    check_manipulate,
+    check_sample_images,
+    check_train_step,
+)
 from .change_of_variables import (
     check_affine_flow,
     check_bits_per_dim,
@@ -58,6 +65,8 @@ __all__ = [
     "check_glow",
     # notebook 6
     "check_evaluate_bpd",
+    "check_train_step",
+    "check_checkpoint",
     "check_sample_images",
     "check_interpolate",
     "check_manipulate",

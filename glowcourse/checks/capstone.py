@@ -10,10 +10,19 @@ last batch where a mean of batch means differs); samples, encoded back, have lat
 exactly the temperature; interpolations and attribute moves are straight lines in every
 level's latent; the caller's tensors are left as they were. A cause is named only where the
 numbers match what that mistake gives, recomputed here.
+
+The training checks (``check_train_step``, ``check_checkpoint``) use a still smaller Glow on
+4x4 images. The training step runs under plain SGD, whose update is the learning rate times the
+gradient it was given, so the update shows which gradient was applied (clipped or not, with the
+previous step's left in ``.grad`` or not); the checkpoint is tested by what it is for: a fresh
+model, optimizer and generators that load it continue the saved run bit for bit.
 """
 from __future__ import annotations
 
+import copy
 import math
+import tempfile
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -23,7 +32,8 @@ from ..density import bits_per_dim
 from ..flows import Glow, squeeze
 from .common import call, check, fail, ok, perturb
 
-__all__ = ["check_evaluate_bpd", "check_sample_images", "check_interpolate", "check_manipulate", "tiny_glow"]
+__all__ = ["check_evaluate_bpd", "check_train_step", "check_checkpoint", "check_sample_images", "check_interpolate",
+           "check_manipulate", "tiny_glow"]
 
 N_BINS = 17  # grey levels of the digits-like images the checks use
 IMAGE_SIZE = 8  # their height and width
@@ -184,7 +194,7 @@ def _evaluate_bpd_strict(fn, model, images, seed, want, tol, rng_touched) -> Non
                    f"{small:.4f} in batches of 7; the mean over the images cannot")
 
 
-# -- Exercise 2: sample_images ------------------------------------------------------------
+# -- Exercise 4: sample_images ------------------------------------------------------------
 
 
 @check
@@ -285,7 +295,7 @@ def _sample_images_strict(eps: list[torch.Tensor], out: torch.Tensor, t: float) 
                        "on average, expected 0: the noise must be centred (a standard normal)")
 
 
-# -- Exercise 3: interpolate ----------------------------------------------------------------
+# -- Exercise 5: interpolate ----------------------------------------------------------------
 
 
 @check
@@ -358,7 +368,7 @@ def _path_detail(model, out, x1, x2, z1, z2, want, steps) -> tuple[str, str | No
     return f"the latents of level{'s' if len(off) > 1 else ''} {', '.join(map(str, off))} are off the line", None
 
 
-# -- Exercise 4: class_direction and manipulate --------------------------------------------
+# -- Exercise 6: class_direction and manipulate --------------------------------------------
 
 
 @check
@@ -458,3 +468,333 @@ def check_manipulate(class_direction: Callable, manipulate: Callable, *, n: int 
         if not torch.allclose(alone, moved[1:2], atol=1e-4):
             fail("manipulate", "an image moved alone comes out differently than within a batch: each image moves on its own")
     ok("class_direction and manipulate")
+
+
+# -- Exercise 2: train_step -------------------------------------------------------------------
+
+STEP_SIZE = 4  # the training checks' images are 4x4: a Glow step costs milliseconds
+
+
+def _step_batch(seed: int, channels: int, n: int = 16) -> torch.Tensor:
+    """A batch in model space, float64 so that an update can be compared to the last bit."""
+    g = torch.Generator().manual_seed(seed + 20)
+    images = torch.randint(0, N_BINS, (n, channels, STEP_SIZE, STEP_SIZE), generator=g).to(torch.uint8)
+    return (dequantize(images, N_BINS, g) - 0.5).double()
+
+
+def _grads(model, x) -> tuple[float, list[torch.Tensor]]:
+    """The mean bits/dim of ``x`` and its gradient with respect to every parameter, on a copy."""
+    ref = copy.deepcopy(model)
+    loss = bits_per_dim(ref(x)[1], x[0].numel(), N_BINS).mean()
+    grads = torch.autograd.grad(loss, list(ref.parameters()))
+    return float(loss), [g.detach() for g in grads]
+
+
+def _norm(tensors) -> float:
+    return float(torch.sqrt(sum(t.double().pow(2).sum() for t in tensors)))
+
+
+def _clipped(grads, clip: float) -> list[torch.Tensor]:
+    """What ``torch.nn.utils.clip_grad_norm_(params, clip)`` leaves: scaled down to norm ``clip``
+    when the norm is larger, otherwise unchanged."""
+    coef = min(1.0, clip / (_norm(grads) + 1e-6))
+    return [g * coef for g in grads]
+
+
+def _updates_match(deltas, grads, lr: float) -> bool:
+    """Plain SGD moved every parameter by ``-lr * grad``."""
+    return all(d.shape == g.shape and torch.allclose(d, -lr * g, rtol=1e-5, atol=1e-9) for d, g in zip(deltas, grads))
+
+
+def _sgd_step(fn, *, seed: int, channels: int, step: int, warmup: int, lr: float, clip_factor: float,
+              stale: bool, two_groups: bool) -> None:
+    """One call of ``fn`` with plain SGD, whose update ``-lr_t * grad`` shows which gradient was applied."""
+    __tracebackhide__ = True
+    what = "train_step"
+    model = tiny_glow(seed, image_size=STEP_SIZE, in_channels=channels).double()
+    x = _step_batch(seed, channels)
+    want_loss, grads = _grads(model, x)
+    clip = clip_factor * _norm(grads)  # < 1: the clipping binds; > 1: it must leave the gradient alone
+    params = list(model.parameters())
+    groups = [{"params": params[: len(params) // 2]}, {"params": params[len(params) // 2:]}] if two_groups else params
+    initial_lr = 0.7  # what the optimizer was built with: neither lr nor the warmed-up rate
+    optimizer = torch.optim.SGD(groups, lr=initial_lr)
+    torch.manual_seed(seed + 5)
+    stale_grads = [torch.randn_like(g) * _norm(grads) / math.sqrt(sum(g.numel() for g in grads)) for g in grads]
+    if stale:  # what the previous step of a training loop leaves in .grad
+        for p, s in zip(params, stale_grads):
+            p.grad = s.clone()
+    before = [p.detach().clone() for p in params]
+    calls = []
+
+    def model_log_prob(v):
+        calls.append(1)
+        return model(v)[1]
+
+    args = f"step={step}, lr={lr}, warmup={warmup}, clip={clip:.3g}"
+    got = call(lambda: fn(model_log_prob, model, optimizer, x, N_BINS, step=step, lr=lr, warmup=warmup, clip=clip),
+               what=f"{what}(..., {args})")
+
+    if torch.is_tensor(got):
+        fail(what, f"returned a tensor{' that holds the graph' if got.requires_grad else ''}, not a Python float",
+             "return loss.item(): the loop adds the losses up over an epoch, and a tensor would keep every step's graph.")
+    if not isinstance(got, (float, int)) or isinstance(got, bool):
+        fail(what, f"must return the batch's mean bits/dim as a float, got {type(got).__name__}",
+             "end with `return loss.item()`." if got is None else None)
+    if not calls:
+        fail(what, "the model_log_prob passed in was never called",
+             "the loss was computed from model(x) directly: compute it from model_log_prob(x), the function the loop "
+             "trains through (with fast=True, the compiled fast path).")
+
+    want_lr = lr * min(1.0, step / warmup)
+    lrs = [float(g["lr"]) for g in optimizer.param_groups]
+    if not all(abs(v - want_lr) <= 1e-12 * max(1.0, want_lr) for v in lrs):
+        cause = None
+        if all(v == initial_lr for v in lrs):
+            cause = ("the learning rate was not set, so there is no warm-up: the optimizer kept the rate it was built with. "
+                     "Set group['lr'] = lr * min(1, step / warmup) in every param group.")
+        elif abs(lrs[0] - want_lr) <= 1e-12 and all(v == initial_lr for v in lrs[1:]):
+            cause = "only the first param group's rate was set: loop over optimizer.param_groups and set each group's 'lr'."
+        elif all(abs(v - lr) <= 1e-12 for v in lrs) and step < warmup:
+            cause = f"the full rate at step {step} of a {warmup}-step warm-up: the warm-up is missing (lr * min(1, step / warmup))."
+        elif all(abs(v - lr * step / warmup) <= 1e-12 for v in lrs) and step > warmup:
+            cause = (f"the rate keeps growing after the warm-up ({lr} * {step} / {warmup}): it must stop at lr, "
+                     "lr * min(1, step / warmup).")
+        elif all(abs(v - lr * min(1.0, (step + 1) / warmup)) <= 1e-12 for v in lrs):
+            cause = "the warm-up is one step ahead ((step + 1) / warmup): step counts from 1, and step / warmup is the fraction."
+        fail(what, f"at {args} the param groups' learning rates are {lrs}, expected {want_lr:.6g} = lr * min(1, step / warmup) "
+                   "in every group", cause)
+
+    if abs(float(got) - want_loss) > 1e-6 * max(1.0, abs(want_loss)):
+        with torch.no_grad():
+            after = float(bits_per_dim(model(x)[1], x[0].numel(), N_BINS).mean())
+        known = [
+            (after, "the loss was computed again after optimizer.step(), on the updated model: return the loss of the "
+                    "batch before the update, the one that was backpropagated (loss.item())."),
+            (want_loss * len(x), "the sum over the batch was returned: the loss is the batch's mean bits/dim."),
+            (want_loss * LN_2, "the loss is in nats per dimension: glowcourse.bits_per_dim gives bits."),
+        ]
+        cause = next((c for v, c in known if abs(v - want_loss) > 1e-4 and abs(float(got) - v) <= 1e-6 * max(1.0, abs(v))), None)
+        fail(what, f"returned {float(got):.6f}, expected the batch's mean bits/dim before the update, {want_loss:.6f}", cause)
+
+    deltas = [p.detach() - b for p, b in zip(params, before)]
+    applied = _clipped(grads, clip)
+    if not _updates_match(deltas, applied, want_lr):
+        after_grad = [p.grad for p in params]
+        summed = [g + s for g, s in zip(grads, stale_grads)]
+        known = []
+        if stale:
+            known.append((_clipped(summed, clip), "the gradients were not zeroed: this step's were added to the previous "
+                                                  "step's, still in .grad. Call optimizer.zero_grad() before loss.backward()."))
+        if clip_factor < 1:
+            clipped_late = all(g is not None for g in after_grad) and abs(_norm(after_grad) - clip) < 1e-4 * clip
+            known.append((grads, "the gradients were clipped after optimizer.step(), so the update used them unclipped: "
+                                 "clip between loss.backward() and optimizer.step()." if clipped_late else
+                                 "the gradient was not clipped: call torch.nn.utils.clip_grad_norm_(model.parameters(), clip) "
+                                 "between loss.backward() and optimizer.step()."))
+            known.append(([g.clamp(-clip, clip) for g in grads],
+                          "each gradient element was clipped at clip (clip_grad_value_): clip the norm of all the "
+                          "gradients together, torch.nn.utils.clip_grad_norm_."))
+            known.append(([_clipped([g], clip)[0] for g in grads],
+                          "each parameter's gradient was clipped on its own: clip the norm of all the gradients together, "
+                          "in one call of clip_grad_norm_(model.parameters(), clip)."))
+        else:
+            known.append(([g * clip / _norm(grads) for g in grads],
+                          "the gradient was scaled to norm clip although its norm was below: clipping only scales down, "
+                          "by min(1, clip / norm)."))
+        if all(float(d.abs().max()) == 0 for d in deltas):
+            known_zero = ("the parameters did not move: optimizer.step() was not called, or the gradients were zeroed "
+                          "between loss.backward() and optimizer.step().")
+            fail(what, "after the step every parameter is where it was", known_zero)
+        cause = next((c for gs, c in known if _updates_match(deltas, gs, want_lr)), None)
+        norm = f"{_norm(grads):.4g}, clip {clip:.4g}"
+        fail(what, f"with plain SGD at rate {want_lr:.4g} the parameters moved by -rate * g for a gradient g other than the "
+                   f"batch's mean bits/dim gradient clipped to norm clip (its norm {norm})", cause)
+
+
+@check
+def check_train_step(fn: Callable, *, seed: int = 0, channels: int = 1, strict: bool = False) -> None:
+    """``train_step(model_log_prob, model, optimizer, x, n_bins, *, step, lr, warmup, clip)``:
+    one step of maximum likelihood on the batch ``x``, returning its mean bits/dim before the
+    update as a float.
+
+    Through plain SGD (whose update is ``-rate * gradient``, so the update shows which gradient
+    was applied), with gradients left over from a previous step in ``.grad`` and two param
+    groups: every group's rate is ``lr * min(1, step / warmup)``, during the warm-up and after
+    it; the loss comes from ``model_log_prob``; the returned figure is the batch's mean bits/dim
+    before the update; the update is the gradient of that figure with its norm clipped at
+    ``clip``. Then a few steps of Adam lower the loss of a batch. ``strict`` (the hidden test)
+    adds: a gradient whose norm is below ``clip`` is applied as it is, and the last step of the
+    warm-up runs at the full rate.
+    """
+    __tracebackhide__ = True
+    what = "train_step"
+    _sgd_step(fn, seed=seed, channels=channels, step=3, warmup=10, lr=0.1, clip_factor=0.5, stale=True, two_groups=True)
+    _sgd_step(fn, seed=seed + 1, channels=channels, step=15, warmup=10, lr=0.05, clip_factor=0.3, stale=True, two_groups=True)
+    if strict:
+        _sgd_step(fn, seed=seed + 2, channels=channels, step=8, warmup=8, lr=0.2, clip_factor=3.0, stale=True, two_groups=False)
+
+    model = tiny_glow(seed, image_size=STEP_SIZE, in_channels=channels).double()
+    x = _step_batch(seed + 3, channels, n=32)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = [float(call(lambda: fn(lambda v: model(v)[1], model, optimizer, x, N_BINS, step=i + 1, lr=1e-2, warmup=2,
+                                    clip=100.0), what=what)) for i in range(6)]
+    if not losses[-1] < losses[0] - 0.01:
+        fail(what, f"six steps of Adam on one batch did not lower its loss: {', '.join(f'{v:.4f}' for v in losses)} bits/dim")
+    ok(f"{what} (warm-up, clipping, the loss before the update; {len(losses)} Adam steps: "
+       f"{losses[0]:.3f} -> {losses[-1]:.3f} bits/dim)")
+
+
+# -- Exercise 3: save_checkpoint and load_checkpoint -------------------------------------------
+
+
+def _reference_step(model, optimizer, x, step: int, lr: float = 1e-2, warmup: int = 4, clip: float = 50.0) -> float:
+    for group in optimizer.param_groups:
+        group["lr"] = lr * min(1.0, step / warmup)
+    loss = bits_per_dim(model(x)[1], x[0].numel(), N_BINS).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return loss.item()
+
+
+class _Run:
+    """A small training run as 6.3's loop does it: a Glow, Adam, and the two generators."""
+
+    def __init__(self, seed: int, channels: int, images: torch.Tensor, initialise: bool):
+        torch.manual_seed(seed)
+        self.model = Glow(channels, K=1, L=2, hidden=8, image_size=STEP_SIZE)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-2)
+        self.order = torch.Generator().manual_seed(2 * seed)
+        self.noise = torch.Generator().manual_seed(2 * seed + 1)
+        self.images, self.history, self.steps = images, [], 0
+        if initialise:  # data-dependent ActNorm init, as train does
+            with torch.no_grad():
+                self.model(dequantize(images, N_BINS, self.noise) - 0.5)
+
+    def train(self, n: int) -> None:
+        total = 0.0
+        for _ in range(n):
+            self.steps += 1
+            batch = torch.randperm(len(self.images), generator=self.order)[:8]
+            x = dequantize(self.images[batch], N_BINS, self.noise) - 0.5
+            total += _reference_step(self.model, self.optimizer, x, self.steps)
+        self.history.append(dict(epoch=len(self.history) + 1, train=total / n, steps=self.steps))
+
+    def state(self) -> dict:
+        return dict(model={k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                    optimizer=copy.deepcopy(self.optimizer.state_dict()),
+                    order=self.order.get_state(), noise=self.noise.get_state())
+
+
+def _differing(a: dict, b: dict) -> list[str]:
+    return [k for k in a if k not in b or a[k].shape != b[k].shape or not torch.equal(a[k], b[k])]
+
+
+def _optimizer_differs(got: dict, want: dict) -> bool:
+    if len(got["state"]) != len(want["state"]) or set(got["state"]) != set(want["state"]):
+        return True
+    for k, s in want["state"].items():
+        for name, v in s.items():
+            w = got["state"][k].get(name)
+            if w is None or (torch.is_tensor(v) and not torch.equal(torch.as_tensor(w), v)) or (not torch.is_tensor(v) and w != v):
+                return True
+    return False
+
+
+def _compare_state(what: str, run: _Run, want: dict, fresh: dict, when: str) -> None:
+    """``run`` holds exactly the state ``want``; a mismatch is explained against ``fresh``, what
+    the run held before loading."""
+    __tracebackhide__ = True
+    got = run.state()
+    params = {n for n, _ in run.model.named_parameters()}
+    wrong = _differing(want["model"], got["model"])
+    if wrong:
+        wrong_params = [k for k in wrong if k in params]
+        cause = None
+        if not wrong_params:
+            flags = [k for k in wrong if k.endswith("initialized")]
+            cause = ("only the parameters were saved or restored; the model's buffers were lost"
+                     + (", among them the ActNorm `initialized` flags, so a resumed model would re-initialise ActNorm on "
+                        "its first batch" if flags else "") +
+                     ". Save model.state_dict() (parameters and buffers) and load it with model.load_state_dict.")
+        elif not _differing(fresh["model"], got["model"]):
+            cause = "the model's state was not restored: model.load_state_dict(saved['model'])."
+        fail(what, f"{when}, the model differs from the one that was saved in {len(wrong)} of its state_dict entries "
+                   f"({', '.join(wrong[:3])}{', ...' if len(wrong) > 3 else ''})", cause)
+    if _optimizer_differs(got["optimizer"], want["optimizer"]):
+        cause = None
+        if not got["optimizer"]["state"]:
+            cause = ("the optimizer's state was not saved or not restored: Adam keeps running averages of the gradients and "
+                     "a step count, and a resumed run without them takes different steps. Save optimizer.state_dict() "
+                     "and restore it with optimizer.load_state_dict.")
+        fail(what, f"{when}, the optimizer's state (Adam's moments and step counts) differs from the saved one", cause)
+    for name in ("order", "noise"):
+        if not torch.equal(got[name], want[name]):
+            other = "noise" if name == "order" else "order"
+            cause = None
+            if torch.equal(got[name], want[other]):
+                cause = f"the two generators' states were swapped: `{name}` got the state saved from `{other}`."
+            elif torch.equal(got[name], fresh[name]):
+                cause = (f"the `{name}` generator was not restored: it still draws what a fresh run draws. Save "
+                         f"{name}.get_state() and restore it with {name}.set_state(...).")
+            fail(what, f"{when}, the `{name}` generator's state is not the saved one, so a resumed run would draw "
+                       f"{'other batches' if name == 'order' else 'other dequantization noise'}", cause)
+
+
+@check
+def check_checkpoint(save_checkpoint: Callable, load_checkpoint: Callable, *, seed: int = 0, channels: int = 1,
+                     steps: tuple[int, int] = (3, 2), strict: bool = False) -> None:
+    """``save_checkpoint(path, model, optimizer, history, order, noise)`` and
+    ``load_checkpoint(path, model, optimizer, order, noise) -> history``: a run resumed from a
+    checkpoint continues exactly where the saved one stopped.
+
+    A small run trains ``steps[0]`` steps, saves, and trains ``steps[1]`` more. A *fresh* model
+    (other initial parameters, ActNorm not yet initialised), a fresh Adam and freshly seeded
+    generators load the checkpoint: they must then hold the saved model (parameters and
+    buffers, the ActNorm flags among them), optimizer state and generator states, the saved
+    history must come back, and ``steps[1]`` more steps must give the first run's parameters
+    bit for bit. ``strict`` (the hidden test) adds: saving leaves the run as it was, and loading
+    into the first run itself, after it moved on, takes it back to the checkpoint.
+    """
+    __tracebackhide__ = True
+    what = "save_checkpoint / load_checkpoint"
+    g = torch.Generator().manual_seed(seed + 30)
+    images = torch.randint(0, N_BINS, (40, channels, STEP_SIZE, STEP_SIZE), generator=g).to(torch.uint8)
+    first = _Run(seed, channels, images, initialise=True)
+    first.train(steps[0])
+    saved = first.state()
+    history = copy.deepcopy(first.history)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "glow.pt"
+        call(lambda: save_checkpoint(path, first.model, first.optimizer, first.history, first.order, first.noise),
+             what="save_checkpoint(path, model, optimizer, history, order, noise)")
+        if strict:
+            _compare_state("save_checkpoint", first, saved, saved, "after saving (which must leave the run as it was)")
+        if not path.exists():
+            fail("save_checkpoint", "no file was written at the path it was given")
+        first.train(steps[1])
+        final = first.state()
+
+        second = _Run(seed + 1000, channels, images, initialise=False)
+        fresh = second.state()
+        got = call(lambda: load_checkpoint(path, second.model, second.optimizer, second.order, second.noise),
+                   what="load_checkpoint(path, model, optimizer, order, noise)")
+        if got is None:
+            fail("load_checkpoint", "returned None, not the saved history",
+                 "end with `return saved['history']` (or however the history was stored): the loop continues from it.")
+        if got != history:
+            fail("load_checkpoint", f"returned {str(got)[:120]}, not the saved history {str(history)[:120]}",
+                 "the history was not saved or not returned: save it with the rest and return it." if got == [] else None)
+        _compare_state(what, second, saved, fresh, "after loading into a fresh model, optimizer and generators")
+        second.steps = steps[0]
+        second.train(steps[1])
+        if _differing(final["model"], second.state()["model"]):
+            fail(what, f"after loading, {steps[1]} more steps did not give the parameters the saved run reached with the same "
+                       "steps: the resumed run does not continue where the saved one stopped")
+        if strict:
+            call(lambda: load_checkpoint(path, first.model, first.optimizer, first.order, first.noise),
+                 what="load_checkpoint(path, model, optimizer, order, noise)")
+            _compare_state(what, first, saved, final, "after loading into the run that saved it, once it had moved on")
+    ok(f"{what} (saved after {steps[0]} steps, resumed for {steps[1]}: the same parameters bit for bit)")

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import nbformat
 
-from . import course, samples
+from .. import cells, course
+from . import samples
 
 __all__ = ["Case", "cases", "write_class", "unexpected", "CANARY"]
 
@@ -52,12 +53,8 @@ def _bytes(d: dict) -> bytes:
 
 
 def _grade_cells(d: dict, *, solution: bool) -> list[int]:
-    out = []
-    for i, c in enumerate(d["cells"]):
-        meta = c.get("metadata", {}).get("nbgrader", {})
-        if solution and meta.get("solution") or not solution and meta.get("grade") and not meta.get("solution"):
-            out.append(i)
-    return out
+    """Indices of the solution cells (``solution=True``) or of the test cells of a notebook dict."""
+    return [i for i, c in enumerate(d["cells"]) if (cells.is_solution(c) if solution else cells.is_test(c))]
 
 
 def _code(source: str) -> dict:
@@ -140,7 +137,7 @@ def _markdown_solution(d: dict) -> dict:
 
 
 def _delete_solution(d: dict, gid: str) -> dict:
-    d["cells"] = [c for c in d["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") != gid]
+    d["cells"] = [c for c in d["cells"] if cells.grade_id(c) != gid]
     return d
 
 
@@ -252,7 +249,7 @@ def _variant(nb, name: str) -> dict:
 
 
 def cases() -> list[Case]:
-    """The catalogue (37 cases over notebooks 1-4)."""
+    """The catalogue: mangled (``m_``), broken (``b_``) and hostile (``h_``) cases on notebooks 1-4."""
     C = Case
     return [
         # -- mangled: a correct answer must keep full marks --------------------------------

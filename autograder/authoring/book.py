@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import course
+from .. import course
 from .release import colab_url
 
 BOOK = course.ROOT / "book"

@@ -1,10 +1,11 @@
 """``report``: per exercise, which catalogued mistakes the checks catch and which correct
-variants they accept, with the messages a student would see. In-process (autograder.harness)."""
+variants they accept, with the messages a student would see. In-process (``harness.py``)."""
 from __future__ import annotations
 
 from collections import defaultdict
 
-from . import course, harness, samples
+from .. import cells, course
+from . import harness, samples
 
 
 def likely_cause(message: str | None) -> str:
@@ -45,13 +46,13 @@ def report(assignment: str | None = None, verbose: bool = True) -> dict:
         base = samples.filled(nb)
         by_cell: dict[str, list] = defaultdict(list)
         for m in samples.mistakes(nb.assignment):
-            results = harness.run(nb, samples.answers(samples.with_mistake(base, m)))
+            results = harness.run(nb, cells.solutions(samples.with_mistake(base, m)))
             targets = m.get("fails", [f"{m['cell']}_check"])
             hidden = any(results[t].hidden for t in targets)
             visible = next((results[t].visible for t in targets if results[t].visible), None)
             by_cell[m["cell"]].append(("mistake", m["name"], hidden, visible, bool(m.get("cause")) and names_cause(m, visible)))
         for v in samples.variants(nb.assignment):
-            results = harness.run(nb, samples.answers(samples.with_mistake(base, v)))
+            results = harness.run(nb, cells.solutions(samples.with_mistake(base, v)))
             failed = [g for g, o in results.items() if o.visible or o.hidden]
             by_cell[v["cell"]].append(("variant", v["name"], not failed, ", ".join(failed)))
         print(f"\n== {nb.assignment}/{nb.name}")

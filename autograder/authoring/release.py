@@ -18,7 +18,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import course
+from .. import course
 from .notebooks import tidy
 
 SETUP_TAG = "course-setup"

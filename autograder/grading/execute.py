@@ -1,79 +1,41 @@
-"""nbgrader preprocessors the course adds.
+"""``GuardedExecute``: nbgrader's ``Execute`` with the kernel sandboxed and the tests guarded.
 
-``ScrubHiddenTracebacks`` removes hidden test lines from the tracebacks of failed test cells
-before feedback is generated. nbgrader's ``ClearHiddenTests`` removes the hidden code from the
-cell source but not from the error output, whose traceback quotes the failing lines with their
-context (nbgrader issue #917).
+Grading replaces nbgrader's ``Execute`` preprocessor with this one (``nbgrader_setup.py``):
 
-``GuardedExecute`` is nbgrader's ``Execute`` with the kernel in the sandbox, a tamper probe
-before each test cell, a note when an answer is the course's own reference, and stderr in
-test cells not costing points (see its docstring).
+- the kernel is started by ``SandboxKernelManager`` (``sandbox.py``), under the run's limits;
+- before the first cell, a snapshot of what the checks rely on is taken in the kernel
+  (``probe.py``); before each test cell a probe compares against it. If anything was
+  replaced, the test cell is not run: it gets a ``TamperingDetected`` error (so it scores 0)
+  and the row's status says what was found;
+- before each test cell, the objects its exercise defines are inspected in the kernel
+  (``probe.references_code``): an answer that is, subclasses or whose code reaches the
+  course's own version of that exercise (``glowcourse.flows``, ``glowcourse.density``, ...)
+  is listed in ``references``; the score stands;
+- output on stderr in a test cell (a ``UserWarning`` from correct code) is shown as stdout:
+  nbgrader would score any stderr output 0, but the checks fail by raising.
+
+What was found is written next to the autograded notebook (``<name>`` + ``REPORT_SUFFIX``),
+because nbgrader clears notebook metadata after execution; the grader reads and removes it.
 """
 from __future__ import annotations
 
 import ast
 import functools
 import json
-import re
 from pathlib import Path
 
+import nbformat
 from nbclient.util import run_sync
 from nbformat.notebooknode import NotebookNode
-from nbgrader.preprocessors import Execute, NbGraderPreprocessor
+from nbgrader.preprocessors import Execute
 
-from . import course, probe
-from .samples import solution_sources
+from .. import cells, course
+from . import probe
 from .sandbox import SandboxKernelManager
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-BEGIN, END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
-
-
-def hidden_lines(source: str) -> list[str]:
-    out, inside = [], False
-    for line in source.splitlines():
-        if line.strip() == BEGIN:
-            inside = True
-        elif line.strip() == END:
-            inside = False
-        elif inside and line.strip():
-            out.append(line.strip())
-    return out
-
-
-def scrub(text: str, secrets: list[str]) -> str:
-    """Drop every line of ``text`` that quotes a secret line or a hidden-test marker."""
-    kept = []
-    for line in text.split("\n"):
-        plain = ANSI.sub("", line)
-        if BEGIN in plain or END in plain or any(s in plain for s in secrets):
-            continue
-        kept.append(line)
-    return "\n".join(kept)
-
-
-class ScrubHiddenTracebacks(NbGraderPreprocessor):
-    def preprocess_cell(self, cell, resources, index):
-        if cell.cell_type == "code" and BEGIN in cell.source:
-            secrets = hidden_lines(cell.source)
-            for out in cell.get("outputs", []):
-                if out.get("output_type") == "error":
-                    out["traceback"] = [scrub(entry, secrets) for entry in out.get("traceback", [])]
-                elif out.get("output_type") == "stream":
-                    out["text"] = scrub(out.get("text", ""), secrets)
-        return cell, resources
-
-
-# ---------------------------------------------------------------------------------------------
-# Execution: the sandboxed kernel, tamper probes, warnings that do not cost points.
-
+__all__ = ["GuardedExecute", "REPORT_SUFFIX", "defined_names", "exercise_names"]
 
 REPORT_SUFFIX = ".autograder.json"
-
-
-def is_test_cell(cell) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
 
 
 def defined_names(source: str) -> list[str]:
@@ -99,29 +61,14 @@ def exercise_names(assignment: str) -> dict[str, tuple[str, ...]]:
     """grade_id -> the names the course's solution cell defines (what its checks are given)."""
     out = {}
     for nb in course.notebooks(assignment):
-        for gid, source in solution_sources(nb).items():
+        for gid, source in cells.solutions(nbformat.read(nb.source, 4)).items():
             out[gid] = tuple(defined_names(source))
     return out
 
 
 class GuardedExecute(Execute):
-    """nbgrader's ``Execute``, with the kernel in the sandbox and a tamper probe before each test cell.
-
-    - The kernel is started by ``SandboxKernelManager`` (``autograder/sandbox.py``).
-    - Before the first cell, a snapshot of what the checks rely on is taken in the kernel
-      (``autograder/probe.py``); before each graded test cell a probe compares against it. If
-      anything was replaced, the test cell is not run: it gets a ``TamperingDetected`` error
-      (so it scores 0) and the row's status says what was found.
-    - Before each test cell, the objects its exercise defines are inspected in the kernel
-      (``probe.references_code``): an answer that is, subclasses or whose code reaches the
-      course's own version of that exercise (``glowcourse.flows``, ``glowcourse.density``,
-      ...) is listed in ``references``; the score stands.
-    - Output on stderr in a test cell (a ``UserWarning`` from correct code) is shown as
-      stdout: nbgrader would score any stderr output 0, but the checks fail by raising.
-
-    What was found is written next to the autograded notebook (``<name>.autograder.json``),
-    because nbgrader clears notebook metadata after execution.
-    """
+    """nbgrader's ``Execute``, with the kernel in the sandbox and a tamper probe before each test
+    cell (see the module docstring)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
@@ -146,7 +93,7 @@ class GuardedExecute(Execute):
     async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
         if self._baseline is None:
             self._baseline = await self._user_expression(probe.snapshot_code()) or {}
-        if is_test_cell(cell) and cell.source.strip():
+        if cells.is_test(cell) and cell.source.strip():
             await self._examine_exercise(cell_index)
             problems = await self._user_expression(probe.probe_code(self._baseline))
             if problems is None:
@@ -162,7 +109,7 @@ class GuardedExecute(Execute):
                 return cell
         cell = await super().async_execute_cell(cell, cell_index, execution_count=execution_count,
                                                 store_history=store_history)
-        if is_test_cell(cell):
+        if cells.is_test(cell):
             for out in cell.outputs:
                 if out.get("output_type") == "stream" and out.get("name") == "stderr":
                     out["name"] = "stdout"
@@ -171,11 +118,10 @@ class GuardedExecute(Execute):
     async def _examine_exercise(self, test_index: int) -> None:
         """Note an exercise whose answer is the course's own reference. At each of its test cells:
         an answer swapped for the reference between two of them is noted too."""
-        solution = next((c for c in reversed(self.nb.cells[:test_index])
-                         if c.get("metadata", {}).get("nbgrader", {}).get("solution")), None)
+        solution = next((c for c in reversed(self.nb.cells[:test_index]) if cells.is_solution(c)), None)
         if solution is None:
             return
-        gid = solution.metadata["nbgrader"].get("grade_id", "")
+        gid = cells.grade_id(solution) or ""
         try:
             names = exercise_names(self._assignment)[gid] if self._assignment else None
         except (KeyError, SystemExit):

@@ -2,7 +2,8 @@
 
 A *filled* notebook is the student release with every solution cell replaced by the
 solution's code (what a student who got everything right hands in). A *mistake* patches one
-solution cell of a filled notebook, as catalogued in ``autograder/mistakes/<assignment>.toml``.
+solution cell of a filled notebook, as catalogued in ``mistakes/<assignment>.toml`` beside this
+module; a *variant* (a correct answer written differently) does the same, from ``variants/``.
 Building samples from ``course/`` and ``solutions/`` means they never drift from the notebooks.
 """
 from __future__ import annotations
@@ -14,54 +15,36 @@ from pathlib import Path
 
 import nbformat
 
-from . import course
+from .. import cells, course
 
-MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
-
-
-def strip_markers(source: str) -> str:
-    return "\n".join(line for line in source.splitlines() if line.strip() not in MARKERS)
-
-
-def solution_sources(nb: course.Notebook) -> dict[str, str]:
-    """grade_id -> solution code (markers removed) for every solution cell of the source."""
-    out = {}
-    for cell in nbformat.read(nb.source, 4).cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("solution") and cell.cell_type == "code":
-            out[meta["grade_id"]] = strip_markers(cell.source)
-    return out
+HERE = Path(__file__).resolve().parent
+MISTAKES = HERE / "mistakes"
+VARIANTS = HERE / "variants"
 
 
 def blank(nb: course.Notebook):
+    """The release notebook, untouched (what a student who did nothing hands in)."""
     return nbformat.read(nb.release, 4)
 
 
 def filled(nb: course.Notebook):
     """The release notebook with every solution cell answered correctly."""
     notebook = blank(nb)
-    answers = solution_sources(nb)
+    answers = cells.solutions(nbformat.read(nb.source, 4))
     for cell in notebook.cells:
-        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if cell.metadata.get("nbgrader", {}).get("solution") and gid in answers:
-            cell.source = answers[gid]
+        if cells.is_solution(cell) and cells.grade_id(cell) in answers:
+            cell.source = answers[cells.grade_id(cell)]
     return notebook
 
 
-def answers(notebook) -> dict[str, str]:
-    """grade_id -> source of every solution cell of a (student) notebook."""
-    return {c.metadata["nbgrader"]["grade_id"]: c.source for c in notebook.cells
-            if c.metadata.get("nbgrader", {}).get("solution")}
-
-
 def mistakes(assignment: str) -> list[dict]:
-    """The catalogued mistakes of an assignment (``autograder/mistakes/<assignment>.toml``)."""
-    return _catalogue(course.MISTAKES / f"{assignment}.toml", "mistake")
+    """The catalogued mistakes of an assignment (``mistakes/<assignment>.toml``)."""
+    return _catalogue(MISTAKES / f"{assignment}.toml", "mistake")
 
 
 def variants(assignment: str) -> list[dict]:
-    """The catalogued correct variants of an assignment (``autograder/variants/<assignment>.toml``)."""
-    return _catalogue(course.MISTAKES.parent / "variants" / f"{assignment}.toml", "variant")
+    """The catalogued correct variants of an assignment (``variants/<assignment>.toml``)."""
+    return _catalogue(VARIANTS / f"{assignment}.toml", "variant")
 
 
 def _catalogue(path: Path, key: str) -> list[dict]:
@@ -74,10 +57,10 @@ def _catalogue(path: Path, key: str) -> list[dict]:
 def with_mistake(notebook, mistake: dict):
     """A copy of ``notebook`` with ``mistake`` applied to the cell it names."""
     notebook = copy.deepcopy(notebook)
-    cells = [c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == mistake["cell"]]
-    if len(cells) != 1:
+    named = [c for c in notebook.cells if cells.grade_id(c) == mistake["cell"]]
+    if len(named) != 1:
         raise ValueError(f"mistake {mistake['name']}: no single cell with grade_id {mistake['cell']!r}")
-    cell = cells[0]
+    cell = named[0]
     if "source" in mistake:
         cell.source = mistake["source"]
     for old, new in mistake.get("replace", []):
@@ -92,6 +75,7 @@ def with_mistake(notebook, mistake: dict):
 
 
 def write(notebook, dest: Path) -> Path:
+    """Write ``notebook`` to ``dest``, folders included; return ``dest``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, dest)
     return dest
@@ -130,3 +114,13 @@ def demo_submissions(dest: Path) -> tuple[Path, dict[tuple[str, str], str]]:
     roster = dest / "roster.txt"
     roster.write_text("blank\nfull-marks\nmissing\ntypical\nunreadable\n")
     return roster, expected
+
+
+def unexpected(rows, expected: dict[tuple[str, str], str]) -> list[str]:
+    """The demo's rows whose outcome differs from what ``demo_submissions`` built them for."""
+    wrong = []
+    for r in rows:
+        want = expected.get((r.student, r.assignment), "missing")
+        if r.outcome() != want:
+            wrong.append(f"{r.student} {r.assignment}: {r.score:g}/{r.max_score:g} {r.status}, expected {want}")
+    return wrong

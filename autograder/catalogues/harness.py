@@ -3,9 +3,9 @@
 A fast way to ask "which checks does this answer pass?": the first code cell (the imports,
 by the course's convention), then every solution cell, every locked "given" cell and every
 test cell in order, the test cells split into their visible part and their hidden part.
-Cells without nbgrader metadata (demonstrations, training, plots) are skipped. Used by the tests to prove that each
-catalogued mistake fails its checks and every correct answer passes them; ``selfcheck`` and
-``grade`` remain the real thing.
+Cells without nbgrader metadata (demonstrations, training, plots) are skipped. ``report`` and
+the tests use it to show that each catalogued mistake fails its checks and every correct
+answer passes them; ``selfcheck`` and ``grade`` remain the real thing.
 """
 from __future__ import annotations
 
@@ -16,27 +16,12 @@ from dataclasses import dataclass
 import nbformat
 import torch
 
-from . import course
-from .samples import strip_markers
-
-HIDDEN = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
-
-
-def split_test(source: str) -> tuple[str, str]:
-    """(visible, hidden) code of a test cell."""
-    visible, hidden, inside = [], [], False
-    for line in source.splitlines():
-        if line.strip() == HIDDEN[0]:
-            inside = True
-        elif line.strip() == HIDDEN[1]:
-            inside = False
-        else:
-            (hidden if inside else visible).append(line)
-    return "\n".join(visible), "\n".join(hidden)
+from .. import cells, course
 
 
 @dataclass
 class Outcome:
+    """What one test cell said."""
     visible: str | None  # None: passed; else the error message
     hidden: str | None
     output: str
@@ -56,28 +41,28 @@ def _run(code: str, ns: dict) -> tuple[str | None, str]:
 def run(nb: course.Notebook, answers: dict[str, str] | None = None) -> dict[str, Outcome]:
     """Outcome of every test cell (by grade_id) with ``answers`` (grade_id -> code) in place of
     the solutions; solution cells not in ``answers`` get the reference solution."""
-    cells = nbformat.read(nb.source, 4).cells
+    notebook = nbformat.read(nb.source, 4)
     ns: dict = {"__name__": "__main__"}
-    first = next(c for c in cells if c.cell_type == "code")
+    first = next(c for c in notebook.cells if c.cell_type == "code")
     err, _ = _run(first.source, ns)
     if err:
         raise RuntimeError(f"imports cell of {nb.source} failed: {err}")
     results = {}
-    for cell in cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type != "code" or not meta:
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
             continue
-        if meta.get("solution"):
-            _run((answers or {}).get(meta["grade_id"], strip_markers(cell.source)), ns)
-        elif meta.get("grade"):
-            visible, hidden = split_test(cell.source)
+        gid = cells.grade_id(cell)
+        if cells.is_solution(cell):
+            _run((answers or {}).get(gid, cells.strip_solution_markers(cell.source)), ns)
+        elif cells.is_test(cell):
+            visible, hidden = cells.split_hidden(cell.source)
             state = torch.random.get_rng_state()
             v, out_v = _run(visible, ns)
             h, out_h = _run(hidden, ns) if hidden.strip() else (None, "")
             kept = torch.equal(state, torch.random.get_rng_state())
-            results[meta["grade_id"]] = Outcome(v, h, out_v + out_h, kept)
-        else:  # a locked, given cell (helpers the exercises use)
+            results[gid] = Outcome(v, h, out_v + out_h, kept)
+        elif cells.is_locked(cell):  # given code (helpers the exercises use)
             err, _ = _run(cell.source, ns)
             if err:
-                raise RuntimeError(f"given cell {meta.get('grade_id')} of {nb.source} failed: {err}")
+                raise RuntimeError(f"given cell {gid} of {nb.source} failed: {err}")
     return results

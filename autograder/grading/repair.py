@@ -4,7 +4,7 @@ nbgrader identifies cells by their ``nbgrader`` metadata. Notebooks that come ba
 class lose or scramble it: a student re-creates a cell (its metadata is gone), Colab rewrites
 ids and adds its own metadata, an old tool saves nbformat 4.0, a test cell gets duplicated,
 deleted or edited, a solution cell is turned into markdown. nbgrader then grades 0 without a
-word, or aborts a whole batch (NOTES.md).
+word, or (a cell id that occurs twice) aborts a whole batch.
 
 ``repair`` rebuilds the notebook from the *released* notebook, which is the template every
 student started from: every cell comes from the template (markdown, given code, test cells,
@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import nbformat
 from nbformat import NotebookNode
 
+from .. import cells as nbcells
+
 __all__ = ["Repair", "repair"]
 
 STUB_LINES = {"# YOUR CODE HERE", "raise NotImplementedError()", "raise NotImplementedError", "pass", "..."}
@@ -41,18 +43,6 @@ class Repair:
     notebook: NotebookNode
     fixes: list[str] = field(default_factory=list)     # what was repaired (informational)
     missing: list[str] = field(default_factory=list)   # solution cells found nowhere
-
-
-def _meta(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {}) or {}
-
-
-HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS[ \t]*\n?", re.M | re.S)
-
-
-def _visible(text: str) -> str:
-    """A test cell as the release shows it (a source notebook, as in selfcheck, has hidden tests)."""
-    return HIDDEN.sub("", text).strip()
 
 
 def _lines(text: str) -> set[str]:
@@ -98,16 +88,16 @@ def repair(text: str, template: NotebookNode) -> Repair:
         c.source = "".join(c.source) if isinstance(c.get("source"), list) else c.get("source", "")
 
     tcells = template.cells
-    solution_idx = [i for i, c in enumerate(tcells) if _meta(c).get("solution")]
-    test_idx = [i for i, c in enumerate(tcells) if _meta(c).get("grade") and not _meta(c).get("solution")]
-    by_gid = {_meta(tcells[i]).get("grade_id"): i for i in range(len(tcells)) if _meta(tcells[i]).get("grade_id")}
+    solution_idx = [i for i, c in enumerate(tcells) if nbcells.is_solution(c)]
+    test_idx = [i for i, c in enumerate(tcells) if nbcells.is_test(c)]
+    by_gid = {nbcells.grade_id(c): i for i, c in enumerate(tcells) if nbcells.grade_id(c)}
 
     owner: dict[int, int] = {}   # student cell index -> template cell index it stands for
     found: dict[int, int] = {}   # template solution cell index -> student cell index
     # 1. Solution cells by grade_id (the first carrying it that is not the untouched stub).
     for t in solution_idx:
-        gid = _meta(tcells[t]).get("grade_id")
-        cands = [s for s, c in enumerate(cells) if _meta(c).get("grade_id") == gid and s not in owner]
+        gid = nbcells.grade_id(tcells[t])
+        cands = [s for s, c in enumerate(cells) if nbcells.grade_id(c) == gid and s not in owner]
         if cands:
             changed = [s for s in cands if cells[s].source.strip() != tcells[t].source.strip()]
             pick = (changed or cands)[0]
@@ -121,18 +111,18 @@ def repair(text: str, template: NotebookNode) -> Repair:
     for score, t, s in pairs:
         if score >= 0.5 and t not in found and s not in owner:
             found[t], owner[s] = s, t
-            gid = _meta(tcells[t]).get("grade_id")
+            gid = nbcells.grade_id(tcells[t])
             (from_markdown if cells[s].cell_type == "markdown" else by_content).append(gid)
     if by_content:
         fixes.append(f"nbgrader metadata lost: found {', '.join(sorted(by_content))} by content")
     if from_markdown:
         fixes.append(f"{', '.join(sorted(from_markdown))}: a markdown cell, turned back into code")
-    missing = [_meta(tcells[t]).get("grade_id") for t in solution_idx if t not in found]
+    missing = [nbcells.grade_id(tcells[t]) for t in solution_idx if t not in found]
 
     # Test cells and given cells: recognised so they are not kept as extras; restored from the template.
     for t in test_idx:
-        gid = _meta(tcells[t]).get("grade_id")
-        mine = [s for s, c in enumerate(cells) if s not in owner and _meta(c).get("grade_id") == gid]
+        gid = nbcells.grade_id(tcells[t])
+        mine = [s for s, c in enumerate(cells) if s not in owner and nbcells.grade_id(c) == gid]
         if not mine:
             mine = [s for s, c in enumerate(cells) if s not in owner and c.cell_type == "code"
                     and _similarity(tcells[t].source, c.source) >= 0.5]
@@ -140,7 +130,7 @@ def repair(text: str, template: NotebookNode) -> Repair:
             fixes.append(f"{gid}: test cell deleted, restored")
         elif len(mine) > 1:
             fixes.append(f"{gid}: test cell duplicated, restored once")
-        elif _visible(cells[mine[0]].source) != _visible(tcells[t].source):
+        elif nbcells.visible(cells[mine[0]].source) != nbcells.visible(tcells[t].source):
             fixes.append(f"{gid}: test cell edited, restored")
         for s in mine:
             owner[s] = t
@@ -148,7 +138,7 @@ def repair(text: str, template: NotebookNode) -> Repair:
     for s, c in enumerate(cells):
         if s in owner:
             continue
-        t = by_gid.get(_meta(c).get("grade_id"))
+        t = by_gid.get(nbcells.grade_id(c))
         if t is None:
             t = given.get(c.source.strip())
         if t is None and c.cell_type == "code":

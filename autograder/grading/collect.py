@@ -19,11 +19,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import course
+from .. import course
 
 
 @dataclass
 class Submission:
+    """One notebook handed in: whose, for which assignment, which notebook (file stem), where."""
     student: str
     assignment: str
     notebook: str
@@ -32,10 +33,10 @@ class Submission:
 
 @dataclass
 class Problem:
+    """A file that cannot be graded: its row's student, assignment (``?`` if unknown) and status."""
     student: str
     assignment: str
     status: str
-    path: Path | None = None
 
 
 def student_id(raw: str) -> str:
@@ -95,13 +96,13 @@ def collect(source: Path, scratch: Path) -> tuple[list[Submission], list[Problem
             m = flat.match(parts[-1]) if flat else None
             name = m["notebook"] if m else path.stem
             if name not in by_name or by_name[name].assignment != assignment:
-                problems.append(Problem(student, assignment, f"wrong file name: {parts[-1]}", path))
+                problems.append(Problem(student, assignment, f"wrong file name: {parts[-1]}"))
                 continue
         else:
             m = flat.match(parts[-1]) if flat else None
             if m is None:
                 who = student_id(parts[0] if len(parts) > 1 else path.stem.split("_")[0])
-                problems.append(Problem(who, "?", f"wrong file name: {rel}", path))
+                problems.append(Problem(who, "?", f"wrong file name: {rel}"))
                 continue
             name = m["notebook"]
             assignment = by_name[name].assignment
@@ -110,7 +111,7 @@ def collect(source: Path, scratch: Path) -> tuple[list[Submission], list[Problem
             elif len(parts) > 1:  # <student folder>/<notebook>.ipynb; Moodle adds _<id>_assignsubmission_file_
                 student = student_id(re.sub(r"_\d+_assignsubmission.*$", "", parts[-2]))
             else:
-                problems.append(Problem(path.stem, assignment, f"no student in file name: {rel}", path))
+                problems.append(Problem(path.stem, assignment, f"no student in file name: {rel}"))
                 continue
         key = (student, assignment, name)
         if key in found:  # a re-submission: keep the newest file

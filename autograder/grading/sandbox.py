@@ -11,9 +11,10 @@ The kernel sees (``bwrap``, https://github.com/containers/bubblewrap):
 - an empty scratch directory of its own as working directory and ``HOME`` (discarded after);
 - no network (a fresh network namespace: loopback only); the kernel talks to nbclient over
   Unix sockets in a directory shared with it (``transport = "ipc"``);
-- limits: address space (``RLIMIT_AS``: a huge allocation fails with ``MemoryError``), CPU
-  seconds, a number of processes (a pids cgroup when the grader may create one, else
-  ``RLIMIT_NPROC``), and a wall-clock limit for the whole notebook (``timeout -s KILL``).
+- the limits of ``limits.py``: address space (``RLIMIT_AS``: a huge allocation fails with
+  ``MemoryError``), CPU seconds, a number of processes (a pids cgroup when the grader may
+  create one, else ``RLIMIT_NPROC``), and a wall-clock limit for the whole notebook
+  (``timeout -s KILL``).
 
 ``SandboxKernelManager`` is the kernel manager nbclient uses; ``check()`` tells, once per
 run, whether bubblewrap works here, with a message naming the fix when it does not.
@@ -29,18 +30,16 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import Bool, Integer
+from traitlets import Instance
 
-__all__ = ["SandboxKernelManager", "SandboxUnavailable", "check", "sweep", "DEFAULT_MEMORY_MB", "DEFAULT_CPU_S",
-           "DEFAULT_WALL_S", "DEFAULT_PROCESSES"]
+from .limits import Limits
 
-DEFAULT_MEMORY_MB = 6144   # address space; torch alone maps ~1.5 GB of it
-DEFAULT_CPU_S = 600
-DEFAULT_WALL_S = 300
-DEFAULT_PROCESSES = 128  # processes and threads (a kernel runs about 10 threads)
+__all__ = ["SandboxKernelManager", "SandboxUnavailable", "check", "command", "sweep"]
+
 WORK = "/tmp/work"          # the kernel's working directory and HOME, inside the sandbox
 
 # Files under /etc a Python/torch/matplotlib kernel reads; the rest of /etc stays out.
@@ -110,10 +109,15 @@ def remove_cgroup(group: Path | None) -> None:
             time.sleep(0.05)
 
 
-def command(argv: list[str], scratch: Path, *, memory_mb: int = DEFAULT_MEMORY_MB, cpu_s: int = DEFAULT_CPU_S,
-            wall_s: int = DEFAULT_WALL_S, processes: int = DEFAULT_PROCESSES, cgroup: Path | None = None,
-            shared: list[str] = (), threads: int = 0) -> list[str]:
-    """``argv`` wrapped so that it runs in the sandbox; ``scratch`` becomes its writable WORK dir."""
+def thread_env(limits: Limits) -> dict[str, str]:
+    """The environment variables that set a kernel's torch/OpenMP threads."""
+    return {var: str(limits.kernel_threads()) for var in THREAD_VARS}
+
+
+def command(argv: list[str], scratch: Path, limits: Limits, *, cgroup: Path | None = None,
+            shared: list[str] = ()) -> list[str]:
+    """``argv`` wrapped so that it runs in the sandbox under ``limits``; ``scratch`` becomes its
+    writable WORK dir, and each of ``shared`` (folders) is visible and writable at its own path."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxUnavailable("bubblewrap (bwrap) is not installed")
@@ -127,14 +131,14 @@ def command(argv: list[str], scratch: Path, *, memory_mb: int = DEFAULT_MEMORY_M
     for p in shared:
         cmd += ["--bind", p, p]
     env = {k: os.environ[k] for k in ENV_KEEP if k in os.environ}
-    if threads:
-        env.update({var: str(threads) for var in THREAD_VARS})
+    env.update(thread_env(limits))
     env.update(HOME=WORK, TMPDIR="/tmp", MPLCONFIGDIR=f"{WORK}/.config/matplotlib", PYTHONDONTWRITEBYTECODE="1",
                PYTHONNOUSERSITE="1")
     for k, v in sorted(env.items()):
         cmd += ["--setenv", k, v]
-    cmd += ["--chdir", WORK, "--", "prlimit", f"--as={memory_mb * 2**20}", f"--cpu={cpu_s}",
-            f"--nproc={processes}", "--core=0", "--", "timeout", "-s", "KILL", str(wall_s), *argv]
+    cmd += ["--chdir", WORK, "--", "prlimit", f"--as={limits.memory_mb * 2**20}", f"--cpu={limits.cpu_s}",
+            f"--nproc={limits.processes}", "--core=0", "--", "timeout", "-s", "KILL", str(limits.notebook_timeout),
+            *argv]
     if cgroup is not None:  # join the cgroup first, then become the sandbox
         cmd = ["sh", "-c", f'echo $$ > "{cgroup}/cgroup.procs" && exec "$@"', "sandbox-launch", *cmd]
     return cmd
@@ -164,8 +168,7 @@ def check() -> None:
         try:
             with tempfile.TemporaryDirectory(prefix="ag-") as tmp:
                 cmd = command([sys.executable, "-c", "import importlib.util as u; assert u.find_spec('glowcourse'); "
-                               "open('ok', 'w').write('1')"], Path(tmp),
-                              wall_s=60)
+                               "open('ok', 'w').write('1')"], Path(tmp), replace(Limits(), notebook_timeout=60))
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
                 if proc.returncode != 0 or not (Path(tmp) / "ok").exists():
                     reason = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
@@ -182,19 +185,14 @@ def check() -> None:
 class SandboxKernelManager(AsyncKernelManager):
     """An ``AsyncKernelManager`` whose kernel runs in the sandbox (see the module docstring)."""
 
-    sandbox = Bool(True, help="Run the kernel in bubblewrap; False runs it as the grading user.").tag(config=True)
-    memory_mb = Integer(DEFAULT_MEMORY_MB, help="Address-space limit of the kernel (MiB).").tag(config=True)
-    cpu_s = Integer(DEFAULT_CPU_S, help="CPU-time limit of the kernel (seconds).").tag(config=True)
-    wall_s = Integer(DEFAULT_WALL_S, help="Wall-clock limit of one notebook (seconds).").tag(config=True)
-    threads = Integer(0, help="torch/OpenMP threads of the kernel (0: leave as is).").tag(config=True)
-    processes = Integer(DEFAULT_PROCESSES, help="Most processes and threads the kernel may run at once.").tag(config=True)
+    limits = Instance(Limits, args=(), help="The limits the kernel runs under (limits.py); "
+                      "limits.sandbox False runs it as the grading user.").tag(config=True)
 
     _scratch: Path | None = None
     _cgroup: Path | None = None
-    started_at: float | None = None
 
     async def _async_pre_start_kernel(self, **kw):
-        if self.sandbox:
+        if self.limits.sandbox:
             self._scratch = Path(tempfile.mkdtemp(prefix="ag-"))
             (self._scratch / "work").mkdir()
             (self._scratch / "ipc").mkdir()
@@ -202,29 +200,26 @@ class SandboxKernelManager(AsyncKernelManager):
             self.transport = "ipc"
             self.ip = str(self._scratch / "ipc" / "k")
             self.connection_file = str(self._scratch / "ipc" / "kernel.json")
-            self._cgroup = pids_cgroup(self.processes)
+            self._cgroup = pids_cgroup(self.limits.processes)
             _live[id(self)] = (self._scratch, self._cgroup)
             kw.pop("cwd", None)
             # ipykernel's start-up notes would bury the grading progress.
             kw.setdefault("stdout", subprocess.DEVNULL)
             kw.setdefault("stderr", subprocess.DEVNULL)
-        elif self.threads:
-            kw["env"] = {**(kw.get("env") or os.environ), **{var: str(self.threads) for var in THREAD_VARS}}
-        self.started_at = time.monotonic()
+        else:
+            kw["env"] = {**(kw.get("env") or os.environ), **thread_env(self.limits)}
         return await super()._async_pre_start_kernel(**kw)
 
     def format_kernel_cmd(self, extra_arguments=None):
         argv = super().format_kernel_cmd(extra_arguments)
-        if not self.sandbox:
+        if not self.limits.sandbox:
             return argv
-        return command(argv, self._scratch / "work", memory_mb=self.memory_mb, cpu_s=self.cpu_s, wall_s=self.wall_s,
-                       processes=self.processes, cgroup=self._cgroup, shared=[str(self._scratch / "ipc")],
-                       threads=self.threads)
+        return command(argv, self._scratch / "work", self.limits, cgroup=self._cgroup, shared=[str(self._scratch / "ipc")])
 
     async def _async_interrupt_kernel(self) -> None:
         # A signal to the launcher's process group would stop bubblewrap itself (and the
         # kernel with it); ask ipykernel over its control channel to interrupt itself instead.
-        if self.sandbox and self.has_kernel:
+        if self.limits.sandbox and self.has_kernel:
             msg = self.session.msg("interrupt_request", content={})
             self._connect_control_socket()
             self.session.send(self._control_socket, msg)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import inspect
 
-__all__ = ["snapshot_code", "probe_code", "RESULT"]
+__all__ = ["snapshot_code", "probe_code", "references_code", "EXTRA_REFERENCES", "RESULT"]
 
 RESULT = "__autograder_probe__"
 

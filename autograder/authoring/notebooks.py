@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
+# nbformat and nbclient are imported where they are used: the command line reads
+# SOLUTION_CELL_TIMEOUT to build its --help, which should not wait for them.
 
 CELL_METADATA_KEEP = ("nbgrader", "tags", "deletable", "editable")
+SOLUTION_CELL_TIMEOUT = 600  # seconds per cell of a solution notebook, whose training cells run in full
 
 
 def tidy(notebook) -> None:
@@ -23,8 +24,11 @@ def tidy(notebook) -> None:
         cell.metadata = {k: v for k, v in cell.metadata.items() if k in CELL_METADATA_KEEP}
 
 
-def execute(path: Path, *, timeout: int = 600, env: dict | None = None):
+def execute(path: Path, *, timeout: int = SOLUTION_CELL_TIMEOUT, env: dict | None = None):
     """Execute ``path`` in its own folder with a fresh kernel; return the executed notebook."""
+    import nbformat
+    from nbclient import NotebookClient
+
     notebook = nbformat.read(path, as_version=4)
     old = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update(env or {})
@@ -41,8 +45,10 @@ def execute(path: Path, *, timeout: int = 600, env: dict | None = None):
     return notebook
 
 
-def execute_solution(path: Path, *, timeout: int = 600) -> None:
+def execute_solution(path: Path, *, timeout: int = SOLUTION_CELL_TIMEOUT) -> None:
     """Execute a solution notebook in place, outputs kept, metadata tidied."""
+    import nbformat
+
     env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     os.environ.pop("NBGRADER_EXECUTION", None)  # the full run, training included
     notebook = execute(path, timeout=timeout, env=env)

@@ -1,0 +1,152 @@
+"""``grade``: a folder or LMS zip of submissions in, ``grades.csv`` and feedback out.
+
+One run: find the submissions (``collect.py``), keep this machine's shard of the students
+(``shards.py``), give every student on the roster a row for every assignment (``missing``,
+``unreadable: ...`` or graded), and grade the rest with ``Limits.workers`` processes, each a
+:class:`~autograder.grading.grader.Grader` with its own gradebook. Everything nbgrader writes
+lives in ``OUT/.nbgrader/`` (a fresh gradebook each run, so no stale score survives a re-run);
+the results are ``OUT/grades.csv`` and ``OUT/feedback/<student>/<assignment>/<notebook>.html``.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from .. import course
+from . import sandbox
+from .collect import collect, read_roster
+from .grader import Grader, max_score, unreadable
+from .limits import Limits
+from .results import Row, write_csv
+from .shards import SHARD_FILE, shard_of
+
+__all__ = ["grade"]
+
+_worker: Grader | None = None  # this process's grader (one per worker process)
+
+
+def _init_worker(work: Path, feedback: Path, base_db: Path, limits: Limits) -> None:
+    global _worker
+    _worker = Grader(work / f"worker-{os.getpid()}", feedback, base_db, limits)
+
+
+def _grade_task(student: str, a: str, files: list[tuple[str, Path]]) -> tuple[Row, float]:
+    start = time.perf_counter()
+    try:
+        row = _worker.grade(student, a, files)
+    except Exception as err:  # one bad submission never stops the others
+        row = Row(student, a, 0.0, max_score(a), f"error: {type(err).__name__}: {str(err)[:100]}")
+    finally:
+        sandbox.sweep()
+    return row, time.perf_counter() - start
+
+
+def _progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def grade(source: Path, out: Path, *, roster: Path | None = None, only: list[str] | None = None,
+          shard: tuple[int, int] | None = None, limits: Limits = Limits()) -> list[Row]:
+    """Grade every submission in ``source`` into ``out``; return (and write) the rows.
+
+    ``roster``: students who get a ``missing`` row without a submission; ``only``: these
+    assignments (default: those handed in); ``shard``: (i, N), this machine's slice of the class.
+    """
+    if limits.sandbox:
+        sandbox.check()
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / ".nbgrader"
+    for stale in (work, out / "feedback", out / "grades.csv", out / SHARD_FILE):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        elif stale.exists():
+            stale.unlink()
+    work.mkdir()
+
+    subs, problems = collect(Path(source), work)
+    students = {s.student for s in subs} | {p.student for p in problems}
+    if roster:
+        students |= set(read_roster(roster))
+    if shard:
+        students = {s for s in students if shard_of(s, shard[1]) == shard[0]}
+        subs = [s for s in subs if s.student in students]
+        problems = [p for p in problems if p.student in students]
+    wanted = only or sorted({s.assignment for s in subs} | {p.assignment for p in problems if p.assignment != "?"})
+    unknown = set(wanted) - set(course.assignments())
+    if unknown:
+        raise SystemExit(f"unknown assignment(s): {', '.join(sorted(unknown))} (have: {', '.join(course.assignments())})")
+
+    rows: dict[tuple[str, str], Row] = {}
+    for p in problems:
+        if p.assignment == "?" or p.assignment in wanted:
+            top = max_score(p.assignment) if p.assignment != "?" else None
+            rows.setdefault((p.student, p.assignment), Row(p.student, p.assignment, 0.0, top, p.status))
+
+    todo: list[tuple[str, str, list[tuple[str, Path]]]] = []
+    for a in wanted:
+        for student in sorted(students):
+            mine = [s for s in subs if s.student == student and s.assignment == a]
+            if not mine:
+                rows.setdefault((student, a), Row(student, a, 0.0, max_score(a), "missing"))
+                continue
+            reasons = [r for r in (unreadable(s.path) for s in mine) if r]
+            if reasons:
+                rows[(student, a)] = Row(student, a, 0.0, max_score(a), reasons[0])
+                continue
+            todo.append((student, a, [(s.notebook, s.path) for s in mine]))
+
+    if todo:
+        _grade_all(todo, work, out / "feedback", limits, rows)
+
+    result_rows = sorted(rows.values(), key=lambda r: (r.student, r.assignment))
+    write_csv(result_rows, out / "grades.csv")
+    if shard:
+        (out / SHARD_FILE).write_text(json.dumps({"shard": shard[0], "of": shard[1],
+                                                  "students": sorted(students)}, indent=1))
+    return result_rows
+
+
+def _grade_all(todo: list[tuple[str, str, list[tuple[str, Path]]]], work: Path, feedback: Path, limits: Limits,
+               rows: dict[tuple[str, str], Row]) -> None:
+    """Grade the submissions in ``todo`` into ``rows``, printing progress on stderr."""
+    # One gradebook holding the assignments; each worker grades on its own copy.
+    base = course.nbgrader_api(release=work / "release", db=work / "base.db")
+    for a in sorted({a for _, a, _ in todo}):
+        result = base.generate_assignment(a, force=True)
+        if not result["success"]:
+            raise RuntimeError(f"could not load assignment {a} from solutions/:\n{result.get('error')}")
+    del base
+    start, done = time.perf_counter(), 0
+
+    def report(row: Row, seconds: float) -> None:
+        nonlocal done
+        done += 1
+        rows[(row.student, row.assignment)] = row
+        left = (time.perf_counter() - start) / done * (len(todo) - done)
+        _progress(f"[{done}/{len(todo)}] {row.student} {row.assignment}: {row.score:g}/{row.max_score:g} {row.status} "
+                  f"({seconds:.1f} s; about {left:.0f} s left)")
+
+    if limits.workers == 1:
+        global _worker
+        _worker = Grader(work / "worker", feedback, work / "base.db", limits)
+        for task in todo:
+            report(*_grade_task(*task))
+        _worker = None
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(limits.workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(work, feedback, work / "base.db", limits)) as pool:
+        futures = {pool.submit(_grade_task, *task): task for task in todo}
+        for fut in as_completed(futures):
+            student, a, _ = futures[fut]
+            try:
+                report(*fut.result())
+            except Exception as err:  # the worker process itself died
+                report(Row(student, a, 0.0, max_score(a), f"error: grading process failed ({type(err).__name__})"), 0.0)
