@@ -150,16 +150,17 @@ def _grading_options(p) -> None:
     p.add_argument("--memory-mb", type=int, default=DEFAULTS.memory_mb,
                    help=f"address-space limit of a student's kernel (default {DEFAULTS.memory_mb})")
     p.add_argument("--no-sandbox", action="store_true",
-                   help="run student code without bubblewrap (only for trusted notebooks, or where it cannot run)")
+                   help="run student code without bubblewrap (only for trusted notebooks, or where it cannot run; "
+                        "default: sandboxed)")
     p.add_argument("--workers", type=int, default=DEFAULTS.workers,
                    help=f"grade this many submissions at once (processes; default {DEFAULTS.workers})")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: every subcommand once, every option with its help and default."""
     from .authoring.notebooks import SOLUTION_CELL_TIMEOUT
 
-    course.ensure_tools_on_path()
-    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -170,10 +171,12 @@ def main(argv=None) -> int:
     p = sub.add_parser("grade", help="grade a folder or zip of submissions")
     p.add_argument("submissions", type=Path, help="folder <student>/<assignment>/<notebook>.ipynb, or an LMS zip")
     p.add_argument("--out", type=Path, required=True, help="output folder: grades.csv and feedback/")
-    p.add_argument("--roster", type=Path, help="student ids, one per line: those without a submission get 'missing'")
-    p.add_argument("--assignment", help="grade only this assignment")
+    p.add_argument("--roster", type=Path,
+                   help="student ids, one per line: those without a submission get 'missing' (default: no roster)")
+    p.add_argument("--assignment", help="grade only this assignment (default: all)")
     _grading_options(p)
-    p.add_argument("--shard", metavar="I/N", help="grade only slice I of N of the students (for a batch system)")
+    p.add_argument("--shard", metavar="I/N",
+                   help="grade only slice I of N of the students, for a batch system (default: all)")
     p.set_defaults(func=cmd_grade)
 
     p = sub.add_parser("merge", help="combine sharded grade runs")
@@ -182,35 +185,41 @@ def main(argv=None) -> int:
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("selfcheck", help="solutions full marks, releases zero")
-    p.add_argument("--assignment")
+    p.add_argument("--assignment", help="only this assignment (default: all)")
     _grading_options(p)
     p.set_defaults(func=cmd_selfcheck)
 
     p = sub.add_parser("demo", help="grade a bundled sample class and print the table")
-    p.add_argument("--out", type=Path, default=Path("demo-out"))
+    p.add_argument("--out", type=Path, default=Path("demo-out"),
+                   help="output folder: grades.csv and feedback/ (default demo-out)")
     _grading_options(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("hostile", help="grade the catalogue of mangled, broken and hostile submissions")
-    p.add_argument("--out", type=Path, default=Path("hostile-out"))
+    p.add_argument("--out", type=Path, default=Path("hostile-out"),
+                   help="output folder: grades.csv and feedback/ (default hostile-out)")
     _grading_options(p)
     p.set_defaults(func=cmd_hostile)
 
     p = sub.add_parser("execute", help="run solution notebooks in order, saving outputs")
-    p.add_argument("--assignment")
+    p.add_argument("--assignment", help="only this assignment (default: all)")
     p.add_argument("--timeout", type=int, default=SOLUTION_CELL_TIMEOUT,
                    help=f"seconds per cell (default {SOLUTION_CELL_TIMEOUT})")
     p.set_defaults(func=cmd_execute)
 
     p = sub.add_parser("report", help="mistakes caught and variants accepted, per exercise")
-    p.add_argument("--assignment")
-    p.add_argument("--quiet", action="store_true", help="counts only, no messages")
+    p.add_argument("--assignment", help="only this assignment (default: all)")
+    p.add_argument("--quiet", action="store_true", help="counts only, no messages (default: with messages)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("book", help="build the self-learners' site into build/book/html")
     p.set_defaults(func=cmd_book)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv=None) -> int:
+    course.ensure_tools_on_path()
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

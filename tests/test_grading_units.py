@@ -278,3 +278,33 @@ def test_grading_runs_nbgraders_own_steps_with_the_course_classes_and_the_given_
     # the outputs are scrubbed while the hidden code is still there to say what to scrub
     assert feedback.index(ScrubHiddenTracebacks) < feedback.index(ClearHiddenTests)
     assert sandbox.SandboxKernelManager(config=config).limits == limits  # (traitlets hands each a copy)
+
+
+def test_every_option_of_every_command_has_help_with_its_default():
+    """`python -m autograder <command> --help` documents every option and says its default."""
+    import argparse
+
+    from autograder.__main__ import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(sub.choices) == len(set(sub.choices)) >= 9
+    for name, command in sub.choices.items():
+        assert any(c.dest == name and c.help for c in sub._choices_actions), f"{name} has no summary"
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            what = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help, f"{what} has no help text"
+            if action.option_strings and not action.required:
+                assert "default" in action.help, f"{what} does not say its default"
+
+
+def test_top_level_help_lists_each_command_once():
+    import re
+
+    from autograder.__main__ import build_parser
+
+    text = build_parser().format_help()
+    for name in ("release", "grade", "merge", "selfcheck", "demo", "hostile", "execute", "report", "book"):
+        assert len(re.findall(rf"^\s+{name}\s", text, re.M)) == 1, (name, text)
