@@ -80,9 +80,8 @@ def repair(text: str, template: NotebookNode) -> Repair:
     with warnings.catch_warnings():  # missing or duplicate ids: exactly what is being repaired
         warnings.simplefilter("ignore")
         raw = nbformat.reads(text, as_version=4)
+    # Cells without ids (nbformat 4.0-4.4, as Colab saves) are routine, not worth a note.
     fixes: list[str] = []
-    if raw.get("nbformat_minor", 5) < 5 or any("id" not in c for c in raw.cells):
-        fixes.append(f"nbformat 4.{raw.get('nbformat_minor', '?')} cells without ids")
     cells = [c for c in raw.cells if c.get("cell_type") in ("code", "markdown", "raw")]
     for c in cells:
         c.source = "".join(c.source) if isinstance(c.get("source"), list) else c.get("source", "")
