@@ -14,6 +14,7 @@ from torch.nn import functional as F
 import glowcourse
 from glowcourse import checks
 from glowcourse.checks.likelihood import _Dequantizer, _Density, _logit_reference
+from test_checks_nb6 import _fails  # a check fails, naming the cause (or none)
 
 # -- the reference answers (as in the solution notebook) and correct variants ---------------
 
@@ -70,15 +71,6 @@ def per_image_noise_up_front(log_prob, images, n_bins, batch_size=256, seed=0):
     return torch.cat([glowcourse.bits_per_dim(log_prob(b), images[0].numel(), n_bins) for b in y.split(batch_size)])
 
 
-def _fails(check, *args, match, cause=None, **kwargs):
-    with pytest.raises(checks.CheckFailed, match=match) as err:
-        check(*args, **kwargs)
-    message = str(err.value)
-    if cause is None:
-        assert "Likely cause" not in message, message
-    else:
-        assert "Likely cause" in message and cause.lower() in message.split("Likely cause:", 1)[1].lower(), message
-    return message
 
 
 # -- correct answers pass, visible and hidden ------------------------------------------------
