@@ -4,9 +4,16 @@ Stages ``book/*.md`` and the solution notebooks (outputs as committed, never re-
 ``build/book/src``, adds an "Open in Colab" badge for the student version at the top of each
 chapter, writes the table of contents in course order, and runs ``jupyter-book build``.
 The HTML lands in ``build/book/html``.
+
+The site reads offline: every script and style a page loads is served from the build. MathJax 3
+(the version Sphinx would otherwise load from a CDN) comes from the ``django-static-mathjax``
+package, a plain copy of the MathJax distribution, and is copied into ``_static/mathjax``;
+``sphinx_thebe``, whose only use is live code cells started from a CDN, is left out. Links
+(the Colab badges, the repository button) still point outwards.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -19,6 +26,10 @@ from .release import colab_url
 
 BOOK = course.ROOT / "book"
 OUT = course.ROOT / "build" / "book"
+MATHJAX_DIST = "django-static-mathjax"  # the pip package holding the MathJax 3 distribution
+MATHJAX_ENTRY = "tex-mml-chtml.js"  # the combined component Sphinx loads by default
+MATHJAX_PATH = f"mathjax/{MATHJAX_ENTRY}"  # Sphinx's mathjax_path: relative to the site's _static/
+OFFLINE_DROPPED_EXTENSIONS = ("sphinx_thebe",)  # extensions that load scripts from a CDN
 
 CONFIG = """\
 title: Glow from scratch
@@ -34,7 +45,44 @@ repository:
 sphinx:
   config:
     html_show_copyright: false
+    mathjax_path: {mathjax_path}
+    extensions: {extensions}
 """
+
+
+def extensions() -> list[str]:
+    """Jupyter Book's default Sphinx extensions less those that load scripts from a CDN."""
+    from jupyter_book.config import get_default_sphinx_config
+
+    return [e for e in get_default_sphinx_config()["extensions"] if e not in OFFLINE_DROPPED_EXTENSIONS]
+
+
+def mathjax_source() -> Path:
+    """The ``es5`` folder of the installed MathJax distribution (what the CDN serves as ``mathjax@3/es5``)."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(MATHJAX_DIST)
+    except metadata.PackageNotFoundError:
+        raise SystemExit(f"{MATHJAX_DIST} is not installed: run scripts/setup (requirements.txt)") from None
+    entry = next((f for f in dist.files or [] if f.as_posix().endswith(f"/es5/{MATHJAX_ENTRY}")), None)
+    if entry is None:
+        raise SystemExit(f"{MATHJAX_DIST} has no es5/{MATHJAX_ENTRY}")
+    return Path(dist.locate_file(entry)).parent
+
+
+def copy_mathjax(static: Path) -> Path:
+    """Copy MathJax into ``static/mathjax``: the entry script and every component it loads on demand
+    (fonts, TeX extensions, menu, accessibility), not the other combined bundles; return the entry."""
+    src = mathjax_source()
+    dest = static / "mathjax"
+    shutil.rmtree(dest, ignore_errors=True)
+    top_level_bundles = {p.name for p in src.glob("*.js")} - {MATHJAX_ENTRY}
+    shutil.copytree(src, dest, ignore=lambda folder, names: top_level_bundles if Path(folder) == src else [])
+    licence = src.parent / "LICENSE"
+    if licence.exists():
+        shutil.copyfile(licence, dest / "LICENSE")
+    return dest / MATHJAX_ENTRY
 
 
 def stage(out: Path = OUT) -> Path:
@@ -54,7 +102,8 @@ def stage(out: Path = OUT) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(notebook, dest)
         chapters.append(f"{nb.assignment}/{nb.name}")
-    (src / "_config.yml").write_text(CONFIG.format(repo=course.repository_url()))
+    (src / "_config.yml").write_text(CONFIG.format(repo=course.repository_url(), mathjax_path=MATHJAX_PATH,
+                                                   extensions=json.dumps(extensions())))
     toc = ["format: jb-book", "root: intro", "chapters:"]
     toc += [f"- file: {c}" for c in chapters] + ["- file: results", "- file: guides"]
     (src / "_toc.yml").write_text("\n".join(toc) + "\n")
@@ -63,6 +112,7 @@ def stage(out: Path = OUT) -> Path:
 
 def build(out: Path = OUT) -> Path:
     """Build the site; return the folder holding index.html."""
+    mathjax_source()  # a missing MathJax stops here, not after the slow build
     src = stage(out)
     html = out / "html"
     shutil.rmtree(html, ignore_errors=True)
@@ -71,4 +121,5 @@ def build(out: Path = OUT) -> Path:
     if proc.returncode != 0:
         raise RuntimeError(f"jupyter-book build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     shutil.copytree(out / "_work" / "_build" / "html", html)
+    copy_mathjax(html / "_static")
     return html
