@@ -38,7 +38,7 @@ def _limits(args) -> Limits:
     if args.no_sandbox:
         print("WARNING: --no-sandbox: student code runs as you, with your files and network.", file=sys.stderr)
     return Limits(sandbox=not args.no_sandbox, cell_timeout=args.timeout, notebook_timeout=args.notebook_timeout,
-                  memory_mb=args.memory_mb, workers=args.workers)
+                  memory_mb=args.memory_mb, workers=args.workers, warm=not args.no_warm)
 
 
 def cmd_grade(args) -> int:
@@ -70,6 +70,33 @@ def cmd_merge(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .grading.lms import export, read_template, write
+    from .grading.results import read_csv
+
+    grades = args.source / "grades.csv" if args.source.is_dir() else args.source
+    if not grades.is_file():
+        print(f"error: no grades.csv at {grades}", file=sys.stderr)
+        return 2
+    if args.lms and not args.template:
+        print(f"error: --lms {args.lms} needs --template: the gradebook exported from {args.lms.title()} "
+              "(its students' ids and its columns)", file=sys.stderr)
+        return 2
+    mapping = {}
+    for item in args.map:
+        assignment, sep, column = item.partition("=")
+        if not sep or not assignment.strip() or not column.strip():
+            print(f"error: --map {item!r}: expected ASSIGNMENT=COLUMN", file=sys.stderr)
+            return 2
+        mapping[assignment.strip()] = column.strip()
+    template = read_template(args.template, args.lms) if args.template else None
+    result = export(read_csv(grades), template, mapping, ungraded=args.ungraded, scale=args.scale)
+    out = write(result, args.out or grades.parent / f"gradebook-{result.lms}.csv")
+    print(result.summary())
+    print(f"\n{result.lms} gradebook -> {out}" + ("" if result.complete else "  (INCOMPLETE: see NOT exported above)"))
+    return 0 if result.complete else 1
+
+
 def cmd_selfcheck(args) -> int:
     from .authoring.selfcheck import selfcheck
     from .grading.results import format_table
@@ -83,36 +110,44 @@ def cmd_selfcheck(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .catalogues.samples import demo_submissions, unexpected
+    from .catalogues.samples import demo_submissions, demo_verdict, describe_demo
     from .grading.results import format_table
     from .grading.run import grade
 
     out = Path(args.out)
     roster, expected = demo_submissions(out)
-    print(f"Demo class written to {out / 'submissions'} (roster {roster}); grading...\n", flush=True)
+    width = _columns()
+    print("\n".join(describe_demo(expected, width)))
+    print(f"\nDemo class written to {out / 'submissions'} (roster {roster}); grading...\n", flush=True)
     rows = grade(out / "submissions", out, roster=roster, limits=_limits(args))
     print(format_table(rows))
-    wrong = unexpected(rows, expected)
-    for w in wrong:
-        print("UNEXPECTED:", w, file=sys.stderr)
-    print(f"\ngrades: {out / 'grades.csv'}   feedback: {out / 'feedback'}")
-    return 1 if wrong else 0
+    print(f"\ngrades: {out / 'grades.csv'}   feedback: {out / 'feedback'}\n")
+    lines, ok = demo_verdict(rows, expected, width)
+    print("\n".join(lines))
+    return 0 if ok else 1
+
+
+def _columns() -> int:
+    """The terminal's width, kept between 80 and 100 columns (100 when not a terminal)."""
+    import shutil
+
+    return max(80, min(100, shutil.get_terminal_size((100, 24)).columns))
 
 
 def cmd_hostile(args) -> int:
-    from .catalogues.hostile import unexpected, write_class
-    from .grading.results import format_table
+    from .catalogues.hostile import case_lines, verdict, write_class
     from .grading.run import grade
 
     out = Path(args.out)
     catalogue = write_class(out / "submissions")
+    print(f"{len(catalogue)} cases written to {out / 'submissions'}; grading...\n", flush=True)
     rows = grade(out / "submissions", out, limits=_limits(args))
-    print(format_table(rows))
-    wrong = unexpected(rows, catalogue)
-    for w in wrong:
-        print("UNEXPECTED:", w, file=sys.stderr)
-    print(f"\n{len(catalogue) - len(wrong)}/{len(catalogue)} cases got their expected row")
-    return 1 if wrong else 0
+    width = _columns()
+    print("\n".join(case_lines(rows, catalogue, width)))
+    print(f"\nevery row of the class, whole: {out / 'grades.csv'}   feedback: {out / 'feedback'}\n")
+    lines, ok = verdict(rows, catalogue, width)
+    print("\n".join(lines))
+    return 0 if ok else 1
 
 
 def cmd_execute(args) -> int:
@@ -128,7 +163,7 @@ def cmd_execute(args) -> int:
 def cmd_report(args) -> int:
     from .catalogues.report import report
 
-    t = report(args.assignment, verbose=not args.quiet)
+    t = report(args.assignment, args.out, progress=not args.quiet, width=_columns())
     ok = t["hidden"] == t["mistakes"] and t["accepted"] == t["variants"]
     return 0 if ok else 1
 
@@ -154,6 +189,9 @@ def _grading_options(p) -> None:
                         "default: sandboxed)")
     p.add_argument("--workers", type=int, default=DEFAULTS.workers,
                    help=f"grade this many submissions at once (processes; default {DEFAULTS.workers})")
+    p.add_argument("--no-warm", action="store_true",
+                   help="start every kernel from scratch instead of forking it from a warm template that has "
+                        "imported torch once per worker (as isolated, slower; default: warm)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,6 +222,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for the combined grades.csv and feedback/")
     p.set_defaults(func=cmd_merge)
 
+    p = sub.add_parser("export", help="grades.csv as a Canvas or Moodle gradebook import, or a wide CSV")
+    p.add_argument("--from", dest="source", type=Path, required=True, metavar="DIR",
+                   help="a grade --out folder (its grades.csv) or a grades.csv")
+    p.add_argument("--template", type=Path,
+                   help="the gradebook exported from the LMS (Canvas: Grades > Export; Moodle: Export > Plain text "
+                        "file), filled in and written back (default: none, a plain CSV: student, one column per assignment)")
+    p.add_argument("--lms", choices=["canvas", "moodle"], help="the template's LMS (default: told from its header)")
+    p.add_argument("--map", action="append", default=[], metavar="ASSIGNMENT=COLUMN",
+                   help="the gradebook column of an assignment, e.g. '02_actnorm=ActNorm (4321)'; a column the "
+                        "template lacks is added (default: the column named like the assignment, number optional)")
+    p.add_argument("--ungraded", choices=["leave", "zero"], default="leave",
+                   help="rows with no grade of the student's work (missing, unreadable, wrong file name, error): "
+                        "leave the template's cell as exported, or write 0 (default leave)")
+    p.add_argument("--scale", action="store_true",
+                   help="rescale scores to each Canvas column's Points Possible (default: scores as graded)")
+    p.add_argument("--out", type=Path, help="the CSV to write (default: gradebook-<lms|plain>.csv beside grades.csv)")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("selfcheck", help="solutions full marks, releases zero")
     p.add_argument("--assignment", help="only this assignment (default: all)")
     _grading_options(p)
@@ -209,7 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="mistakes caught and variants accepted, per exercise")
     p.add_argument("--assignment", help="only this assignment (default: all)")
-    p.add_argument("--quiet", action="store_true", help="counts only, no messages (default: with messages)")
+    p.add_argument("--out", type=Path, default=Path("build/report.txt"),
+                   help="file for the whole report, every message in full (default build/report.txt)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress lines on stderr (default: one line per mistake or variant run)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("book", help="build the self-learners' site into build/book/html")

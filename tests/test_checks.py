@@ -321,20 +321,28 @@ def test_capstone_variants_pass():
     checks.check_manipulate(direction_without_batch_dim, manipulate_by_levels)
 
 
-def test_report_command_prints_the_catalogue():
+def test_report_command_prints_the_catalogue(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "autograder", "report", "--assignment", "02_actnorm"],
+    out = tmp_path / "report.txt"
+    proc = subprocess.run([sys.executable, "-m", "autograder", "report", "--assignment", "02_actnorm", "--out", str(out)],
                           cwd=course.ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     ms = [m for m in samples.mistakes("02_actnorm") if m["cell"] == "actnorm"]
     vs = [v for v in samples.variants("02_actnorm") if v["cell"] == "actnorm"]
     n, k = len(ms), len(vs)
     named = sum(bool(m.get("cause")) for m in ms)
+    # the terminal: a summary row per exercise, lines that fit it; stderr: where the run is
+    assert ["02", "actnorm", *map(str, (n, n, n, named, k, k))] in [line.split() for line in proc.stdout.splitlines()]
+    assert "missed or refused" not in proc.stdout
+    assert max(len(line) for line in proc.stdout.splitlines() if str(out) not in line) <= 100
+    assert f"[report {n + k}/{n + k}] 02_actnorm actnorm: variant {vs[-1]['name']}" in proc.stderr
+    # the file: the whole report, with the messages a student sees
+    text = out.read_text()
     assert (f"actnorm: mistakes {n} (hidden caught {n}, visible caught {n}, cause named {named}); "
-            f"variants {k} (accepted {k})") in proc.stdout, proc.stdout[-3000:]
-    assert "Likely cause" in proc.stdout  # the messages a student sees
+            f"variants {k} (accepted {k})") in text, text[-3000:]
+    assert text.count("Likely cause") >= named and str(out) in proc.stdout
 
 
 # The log-det's gradient: training follows it, so a detached log-det is a wrong answer.

@@ -68,6 +68,14 @@ def test_case_gets_its_expected_row(graded, name):
     assert hostile.unexpected([row], {name: case}) == [], (case.why, row)
 
 
+def test_the_instructor_sees_one_matched_line_per_case(graded):
+    rows, _, _ = graded
+    lines = hostile.case_lines(list(rows.values()), CASES, width=100)
+    assert [line.split()[0] for line in lines[2:]] == list(CASES) and max(map(len, lines)) <= 100
+    assert all(line.endswith("yes") for line in lines[2:]), [line for line in lines if line.endswith("NO")]
+    assert hostile.verdict(list(rows.values()), CASES) == ([f"all {len(CASES)} cases matched"], True)
+
+
 def test_hostile_cases_never_score_above_blank(graded):
     rows, _, _ = graded
     for name, case in CASES.items():

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import copy
 import json
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
 from .. import cells, course
+from ..grading.results import text_table
 from . import samples
 
-__all__ = ["Case", "cases", "write_class", "unexpected", "CANARY"]
+__all__ = ["Case", "cases", "write_class", "matches", "unexpected", "case_lines", "verdict", "CANARY"]
 
 NB1 = course.Notebook("01_change_of_variables", "change_of_variables")
 NB2 = course.Notebook("02_actnorm", "actnorm")
@@ -243,6 +245,101 @@ get_ipython = lambda: stand_in
 """
 
 
+# Aimed at what one kernel could leave for the next (kernels forked from one warm template, or
+# started one after the other): every trace is named with LEFTOVER, and the `m_after_leftovers`
+# cases, graded after these, look for any of them and break their own answer if they find one.
+LEFTOVER = "HOSTILE_LEFTOVER"
+
+LEAVE_PROCESS = f"""import os, subprocess, sys
+# A process in a session of its own that outlives this kernel if it can, marking every folder it may write.
+code = '''import os, time
+while True:
+    for d in ("/tmp", "/dev/shm", os.path.expanduser("~"), "/"):
+        try:
+            open(os.path.join(d, "{LEFTOVER}_process"), "w").write("alive")
+        except OSError:
+            pass
+    time.sleep(0.05)
+'''
+subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+"""
+
+LEAVE_THREAD = f"""import threading, time, glowcourse, torch
+def linger():  # a thread that keeps patching modules, long after the notebook's last cell
+    while True:
+        glowcourse.{LEFTOVER}_thread = True
+        torch.{LEFTOVER}_thread = True
+        time.sleep(0.05)
+threading.Thread(target=linger, daemon=False).start()
+"""
+
+WRITE_FOR_NEXT = f"""import os, pathlib, glowcourse
+places = ["/tmp", "/dev/shm", os.path.expanduser("~"), os.getcwd(), "/", os.path.dirname(glowcourse.__file__)]
+for d in places:
+    try:
+        pathlib.Path(d, "{LEFTOVER}_file").write_text("left for the next kernel")
+    except OSError as err:
+        print("blocked:", d, type(err).__name__)
+"""
+
+PATCH_FOR_NEXT = f"""import builtins, os, sys, glowcourse, glowcourse.flows, torch
+glowcourse.{LEFTOVER}_patch = True
+torch.{LEFTOVER}_patch = True
+builtins.{LEFTOVER}_patch = True
+os.environ["{LEFTOVER}_patch"] = "1"
+sys.path.insert(0, "/tmp/{LEFTOVER}_path")
+def hostile_forward(self, x):
+    raise RuntimeError("patched by another student")
+glowcourse.flows.ActNorm.forward = hostile_forward  # the course's own layer, not the checks
+"""
+
+EXHAUST_FDS = """import os
+held = []
+try:
+    while True:
+        held.append(os.open("/dev/null", os.O_RDONLY))
+except OSError as err:
+    print("file descriptors exhausted after", len(held), type(err).__name__)
+"""
+
+KILL_PARENT = """import os, signal
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    try:
+        os.kill(os.getppid(), sig)
+    except OSError as err:
+        print("could not kill the parent:", type(err).__name__)
+"""
+
+FIND_LEFTOVERS = f"""import builtins, os, sys, glowcourse, glowcourse.flows, torch
+found = []
+for d in ("/tmp", "/dev/shm", os.path.expanduser("~"), os.getcwd(), "/", os.path.dirname(glowcourse.__file__)):
+    try:
+        found += [os.path.join(d, f) for f in os.listdir(d) if "{LEFTOVER}" in f]
+    except OSError:
+        pass
+for mod in (glowcourse, torch, builtins):
+    found += [f"{{mod.__name__}}.{{a}}" for a in dir(mod) if "{LEFTOVER}" in a]
+found += [k for k in os.environ if "{LEFTOVER}" in k] + [p for p in sys.path if "{LEFTOVER}" in p]
+if glowcourse.flows.ActNorm.forward.__name__ != "forward":
+    found.append("glowcourse.flows.ActNorm.forward")
+for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+    try:
+        if b"{LEFTOVER}" in open(f"/proc/{{pid}}/cmdline", "rb").read():
+            found.append(f"process {{pid}}")
+    except OSError:
+        pass
+print("leftovers of other kernels:", found)
+if found:
+    ActNorm = None  # what another submission left here must never change this one's grade
+"""
+
+
+def _after_last_test(d: dict, source: str) -> dict:
+    d["cells"].insert(_grade_cells(d, solution=False)[-1] + 1, _code(source))
+    return d
+
+
 def _variant(nb, name: str) -> dict:
     chosen = [v for v in samples.variants(nb.assignment) if v["name"] == name]
     return _nb(samples.with_mistake(samples.filled(nb), chosen[0]))
@@ -325,6 +422,25 @@ def cases() -> list[Case]:
           why="a get_ipython of the student's own hiding an assert-stripping transformer"),
         C("h_tests_replaced", NB2, "at most blank", "ok", lambda: _bytes(_tests_pass(_blank(NB2))),
           why="test cells edited to `pass`: restored from the source"),
+        # -- aimed at the next kernel: each does its own work right, then tries to reach the next one
+        C("h_leaves_process", NB2, "full", "ok", lambda: _bytes(_insert_before_first_test(_filled(NB2), LEAVE_PROCESS)),
+          why="a background process in its own session: killed with the kernel's sandbox"),
+        C("h_leaves_thread", NB2, "full", "ok", lambda: _bytes(_after_last_test(_filled(NB2), LEAVE_THREAD)),
+          why="a thread patching modules after the last cell: it dies with its kernel"),
+        C("h_writes_for_next", NB2, "full", "ok", lambda: _bytes(_insert_before_first_test(_filled(NB2), WRITE_FOR_NEXT)),
+          why="files in /tmp, /dev/shm, HOME, the work folder: each kernel has its own, discarded after"),
+        C("h_patches_for_next", NB2, "full", "ok", lambda: _bytes(_after_last_test(_filled(NB2), PATCH_FOR_NEXT)),
+          why="modules, builtins, environment and the course's ActNorm patched: in this kernel's memory only"),
+        C("h_exhausts_file_descriptors", NB2, "full", "ok", lambda: _bytes(_after_last_test(_filled(NB2), EXHAUST_FDS)),
+          why="every file descriptor of the kernel taken: a per-process limit"),
+        C("h_kills_parent", NB2, "full", "ok", lambda: _bytes(_insert_before_first_test(_filled(NB2), KILL_PARENT)),
+          why="the kernel's parent is the sandbox's pid 1, which its own namespace cannot signal"),
+        C("m_after_leftovers_1", NB2, "full", "ok",
+          lambda: _bytes(_insert_before_first_test(_filled(NB2), FIND_LEFTOVERS)),
+          why="graded after the cases above: breaks its own answer if it finds anything they left"),
+        C("m_after_leftovers_2", NB2, "full", "ok",
+          lambda: _bytes(_insert_before_first_test(_filled(NB2), FIND_LEFTOVERS)),
+          why="the same, for the other worker"),
     ]
 
 
@@ -339,18 +455,73 @@ def write_class(dest: Path) -> dict[str, Case]:
     return out
 
 
+def matches(case: Case, row) -> bool:
+    """Whether ``row`` is what ``case`` must get: its score as ``case.expect`` says, its status
+    starting with ``case.status``."""
+    if row is None:
+        return False
+    top = row.max_score or 0
+    ok_score = {"full": row.score == top and top > 0, "zero": row.score == 0,
+                "partial": 0 < row.score < top, "at most blank": row.score == 0}[case.expect]
+    return ok_score and row.status.startswith(case.status)
+
+
+def _rows_of(rows, catalogue: dict[str, Case]) -> dict[str, object]:
+    """Each case's own row (None where it has none), by case name; the other rows of the
+    class (``missing`` for the assignments a case never handed in) are left out."""
+    by_key = {(r.student, r.assignment): r for r in rows}
+    return {name: by_key.get((name, case.notebook.assignment)) for name, case in catalogue.items()}
+
+
 def unexpected(rows, catalogue: dict[str, Case]) -> list[str]:
     """The rows that differ from what their case expects (empty: the catalogue passes)."""
     wrong = []
-    by_key = {(r.student, r.assignment): r for r in rows}
-    for name, case in catalogue.items():
-        row = by_key.get((name, case.notebook.assignment))
+    for name, row in _rows_of(rows, catalogue).items():
+        case = catalogue[name]
         if row is None:
             wrong.append(f"{name}: no row")
-            continue
-        top = row.max_score or 0
-        ok_score = {"full": row.score == top and top > 0, "zero": row.score == 0,
-                    "partial": 0 < row.score < top, "at most blank": row.score == 0}[case.expect]
-        if not ok_score or not row.status.startswith(case.status):
+        elif not matches(case, row):
+            top = row.max_score or 0
             wrong.append(f"{name}: got {row.score:g}/{top:g} {row.status!r}, expected {case.expect} and status {case.status!r}")
     return wrong
+
+
+def must_get(case: Case) -> str:
+    """What ``case`` must get, in words: ``full marks, ok``, ``0, kernel died``, ``<= blank,
+    tampering detected`` (no more than the blank notebook scores, with that status), ..."""
+    score = {"full": "full marks", "zero": "0", "partial": "partial", "at most blank": "<= blank"}[case.expect]
+    return f"{score}, {case.status}"
+
+
+def got(row) -> str:
+    """What a row got, in words: ``12/12 ok``; ``no row`` for None."""
+    if row is None:
+        return "no row"
+    return f"{row.score:g}/{row.max_score or 0:g} {row.status}"
+
+
+def case_lines(rows, catalogue: dict[str, Case], width: int = 100) -> list[str]:
+    """One line per case (header first), at most ``width`` wide: the case, what it must get,
+    what it got and whether that matched; a long status is cut after a whole word with "..."
+    (grades.csv has it whole)."""
+    own = _rows_of(rows, catalogue)
+    table = [[name, must_get(case), got(own[name]), "yes" if matches(case, own[name]) else "NO"]
+             for name, case in catalogue.items()]
+    return text_table(["case", "must get", "got", "matched"], table, width, wrap=False, whole=(0, 3)).splitlines()
+
+
+def verdict(rows, catalogue: dict[str, Case], width: int = 100) -> tuple[list[str], bool]:
+    """The lines that end the hostile run, and whether every case matched: ``all N cases
+    matched``, or each case that did not in full (wrapped at word boundaries), then which."""
+    wrong = unexpected(rows, catalogue)
+    n = len(catalogue)
+    if not wrong:
+        return [f"all {n} cases matched"], True
+    lines = [f"{len(wrong)} of {n} cases did not match:"]
+    for w in wrong:
+        lines += textwrap.wrap(w, width, initial_indent="  ", subsequent_indent="    ",
+                               break_long_words=False, break_on_hyphens=False)
+    names = ", ".join(w.split(":", 1)[0] for w in wrong)
+    lines += textwrap.wrap(f"{len(wrong)} of {n} cases did not match: {names}", width,
+                           break_long_words=False, break_on_hyphens=False)
+    return lines, False

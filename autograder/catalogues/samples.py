@@ -124,3 +124,80 @@ def unexpected(rows, expected: dict[tuple[str, str], str]) -> list[str]:
         if r.outcome() != want:
             wrong.append(f"{r.student} {r.assignment}: {r.score:g}/{r.max_score:g} {r.status}, expected {want}")
     return wrong
+
+
+# What each demo student hands in and why it gets what it gets: said before the demo grades.
+DEMO_WHY = {
+    "full-marks": "hands in every notebook answered as the solutions do.",
+    "blank": "hands in every notebook as released, nothing filled in: graded (status ok), no check passes.",
+    "typical": "hands in every notebook with the mistakes the catalogue marks as typical ({mistakes}); "
+               "each fails the checks of its own exercise, the other exercises still score.",
+    "unreadable": "hands in {first} cut off mid-file (invalid JSON), the other notebooks answered: the broken "
+                  "file gets a row saying why and is not run; it costs only its own notebook, so the others "
+                  "keep full marks.",
+    "missing": "is on the roster but hands in nothing: the roster gives every student a row for every "
+               "notebook, so nobody drops out of grades.csv unnoticed.",
+}
+
+# The outcomes of rows made without running anything (the progress lines do not count them).
+NOT_GRADED = ("missing", "unreadable", "wrong file name", "no student in file name")
+
+_OUTCOME_WORDS = {"full": "full marks", "zero": "0", "partial": "partial marks", "missing": "missing (0)",
+                  "unreadable": "unreadable (0, not run)"}
+
+
+def _must_get(outcomes: dict[str, str]) -> str:
+    """A student's expected outcomes (assignment -> outcome) in words: ``full marks on all 7``,
+    ``unreadable (0, not run) on 01_x; full marks on the other 6``."""
+    groups: dict[str, list[str]] = {}
+    for a, want in sorted(outcomes.items()):
+        groups.setdefault(want, []).append(a)
+    words = {k: _OUTCOME_WORDS.get(k, k) for k in groups}
+    largest = max(groups, key=lambda k: len(groups[k]))
+    if len(groups) == 1:
+        return f"{words[largest]} on all {len(outcomes)}"
+    parts = [f"{words[k]} on {', '.join(v)}" for k, v in groups.items() if k != largest]
+    return "; ".join(parts + [f"{words[largest]} on the other {len(groups[largest])}"])
+
+
+def describe_demo(expected: dict[tuple[str, str], str], width: int = 100) -> list[str]:
+    """What the demo class is, said before it is graded: each student, what they hand in, what
+    they must get and why (from what ``demo_submissions`` built), wrapped to ``width``."""
+    import textwrap
+
+    students = sorted({s for s, _ in expected})
+    assignments = sorted({a for _, a in expected})
+    typical = [m for a in assignments for m in mistakes(a) if m.get("demo")]
+    example = f"{typical[0]['name']}: {typical[0].get('about', '')}" if typical else ""
+    facts = {"mistakes": f"{len(typical)} in all, e.g. {example}" if typical else "none",
+             "first": assignments[0] if assignments else "the first notebook"}
+    lines = [f"The demo class: {len(students)} students x {len(assignments)} notebooks = {len(expected)} rows."]
+    pad = max(len(s) for s in students) + 4
+    for s in students:
+        why = DEMO_WHY.get(s, "").format(**facts)
+        must = _must_get({a: w for (st, a), w in expected.items() if st == s})
+        lines += textwrap.wrap(f"{why} Must get: {must}.", width, initial_indent=f"  {s}".ljust(pad),
+                               subsequent_indent=" " * pad, break_long_words=False, break_on_hyphens=False)
+    return lines
+
+
+def demo_verdict(rows, expected: dict[tuple[str, str], str], width: int = 100) -> tuple[list[str], bool]:
+    """The lines that end the demo, and whether every row is what its sample was built for: how
+    many rows were graded and how many needed no grading (the progress lines count only the
+    former), then ``all N rows matched what was expected`` or each row that did not."""
+    import textwrap
+
+    ungraded = [r.outcome() for r in rows if r.outcome() in NOT_GRADED]
+    kinds = ", ".join(f"{ungraded.count(k)} {k}" for k in NOT_GRADED if k in ungraded)
+    lines = textwrap.wrap(f"{len(rows)} rows: {len(rows) - len(ungraded)} graded (the [graded n/N] lines counted "
+                          f"these), {len(ungraded)} needed no grading ({kinds or 'none'}).", width)
+    wrong = unexpected(rows, expected)
+    have = {(r.student, r.assignment) for r in rows}
+    wrong += [f"{s} {a}: no row, expected {w}" for (s, a), w in sorted(expected.items()) if (s, a) not in have]
+    if not wrong:
+        return lines + [f"all {len(rows)} rows matched what was expected"], True
+    lines.append(f"{len(wrong)} of {len(expected)} rows did not match what was expected:")
+    for w in wrong:
+        lines += textwrap.wrap(w, width, initial_indent="  ", subsequent_indent="    ",
+                               break_long_words=False, break_on_hyphens=False)
+    return lines, False

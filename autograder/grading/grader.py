@@ -19,6 +19,7 @@ from pathlib import Path
 import nbformat
 
 from .. import cells, course
+from . import warm
 from .execute import REPORT_SUFFIX
 from .limits import Limits
 from .nbgrader_setup import grading_api
@@ -93,6 +94,7 @@ class Grader:
         work.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(base_db, work / "gradebook.db")
         self.api = grading_api(work, feedback, limits)
+        warm.template_for(limits)  # started here, in this worker's main thread (it dies with that thread)
         self.templates: dict[tuple[str, str], nbformat.NotebookNode] = {}
 
     def template(self, a: str, notebook: str):

@@ -27,6 +27,7 @@ class Limits:
     processes: int = 128          # processes and threads of a kernel (one kernel runs about 10)
     workers: int = 1              # submissions graded at once, each in its own process
     threads: int = 0              # torch/OpenMP threads per kernel; 0: the cores shared among the workers
+    warm: bool = True             # fork sandboxed kernels from a warm template (warm.py); False: start each afresh
 
     def __post_init__(self):
         if self.workers < 1:  # `--workers 0` grades one at a time, as it always has

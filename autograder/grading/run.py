@@ -10,9 +10,11 @@ the results are ``OUT/grades.csv`` and ``OUT/feedback/<student>/<assignment>/<no
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import os
 import shutil
+import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -49,6 +51,40 @@ def _grade_task(student: str, a: str, files: list[tuple[str, Path]]) -> tuple[Ro
 
 def _progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def estimate_left(seconds: list[float], remaining: int, workers: int) -> float:
+    """Seconds the ``remaining`` submissions should still take: the median time of those graded
+    so far times the rounds ``workers`` processes need for the rest. The median, not the mean:
+    one submission that ran into its timeout must not multiply the estimate for all the others."""
+    if remaining <= 0 or not seconds:
+        return 0.0
+    return statistics.median(seconds) * math.ceil(remaining / max(workers, 1))
+
+
+def tally(rows) -> str:
+    """Rows counted by outcome, most first: ``7 missing, 1 unreadable``."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.outcome()] = counts.get(r.outcome(), 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def progress_line(done: int, total: int, row: Row, seconds: float, left: float) -> str:
+    """One submission graded: ``[graded 3/27] ada 01_x: 12/12 ok (4.1 s; about 40 s left)``; the
+    count is of the submissions graded, not of the table's rows (see :func:`grading_header`)."""
+    return (f"[graded {done}/{total}] {row.student} {row.assignment}: {row.score:g}/{row.max_score or 0:g} "
+            f"{row.status} ({seconds:.1f} s; about {left:.0f} s left)")
+
+
+def grading_header(to_grade: int, ungraded: list[Row]) -> str:
+    """What the progress lines will count, said before they start: the submissions to grade,
+    and the table's other rows, which need no grading (``missing``, ``unreadable``, ...)."""
+    line = f"grading {to_grade} submission{'s' * (to_grade != 1)}"
+    if ungraded:
+        line += (f"; {len(ungraded)} other row{'s' * (len(ungraded) != 1)} of {to_grade + len(ungraded)} "
+                 f"need{'s' * (len(ungraded) == 1)} no grading ({tally(ungraded)})")
+    return line
 
 
 def grade(source: Path, out: Path, *, roster: Path | None = None, only: list[str] | None = None,
@@ -123,15 +159,16 @@ def _grade_all(todo: list[tuple[str, str, list[tuple[str, Path]]]], work: Path, 
         if not result["success"]:
             raise RuntimeError(f"could not load assignment {a} from solutions/:\n{result.get('error')}")
     del base
-    start, done = time.perf_counter(), 0
+    _progress(grading_header(len(todo), [r for k, r in rows.items() if k not in {(s, a) for s, a, _ in todo}]))
+    done, times = 0, []
 
     def report(row: Row, seconds: float) -> None:
         nonlocal done
         done += 1
         rows[(row.student, row.assignment)] = row
-        left = (time.perf_counter() - start) / done * (len(todo) - done)
-        _progress(f"[{done}/{len(todo)}] {row.student} {row.assignment}: {row.score:g}/{row.max_score:g} {row.status} "
-                  f"({seconds:.1f} s; about {left:.0f} s left)")
+        if seconds > 0:  # 0: the grading process died, no time was measured
+            times.append(seconds)
+        _progress(progress_line(done, len(todo), row, seconds, estimate_left(times, len(todo) - done, limits.workers)))
 
     if limits.workers == 1:
         global _worker

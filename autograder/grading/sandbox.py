@@ -14,7 +14,7 @@ The kernel sees (``bwrap``, https://github.com/containers/bubblewrap):
 - the limits of ``limits.py``: address space (``RLIMIT_AS``: a huge allocation fails with
   ``MemoryError``), CPU seconds, a number of processes (a pids cgroup when the grader may
   create one, else ``RLIMIT_NPROC``), and a wall-clock limit for the whole notebook
-  (``timeout -s KILL``).
+  (``timeout -s KILL`` around bubblewrap, out of the kernel's reach).
 
 ``SandboxKernelManager`` is the kernel manager nbclient uses; ``check()`` tells, once per
 run, whether bubblewrap works here, with a message naming the fix when it does not.
@@ -33,12 +33,16 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from jupyter_client.manager import AsyncKernelManager
-from traitlets import Instance
+from queue import Empty
 
+from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import Instance, default
+
+from . import warm
 from .limits import Limits
 
-__all__ = ["SandboxKernelManager", "SandboxUnavailable", "check", "command", "sweep"]
+__all__ = ["SandboxKernelClient", "SandboxKernelManager", "SandboxUnavailable", "check", "command", "kernel_env", "readable_paths", "sweep"]
 
 WORK = "/tmp/work"          # the kernel's working directory and HOME, inside the sandbox
 
@@ -114,6 +118,15 @@ def thread_env(limits: Limits) -> dict[str, str]:
     return {var: str(limits.kernel_threads()) for var in THREAD_VARS}
 
 
+def kernel_env(limits: Limits) -> dict[str, str]:
+    """The whole environment of a sandboxed kernel: a few of ours, its threads, its HOME."""
+    env = {k: os.environ[k] for k in ENV_KEEP if k in os.environ}
+    env.update(thread_env(limits))
+    env.update(HOME=WORK, TMPDIR="/tmp", MPLCONFIGDIR=f"{WORK}/.config/matplotlib", PYTHONDONTWRITEBYTECODE="1",
+               PYTHONNOUSERSITE="1")
+    return env
+
+
 def command(argv: list[str], scratch: Path, limits: Limits, *, cgroup: Path | None = None,
             shared: list[str] = ()) -> list[str]:
     """``argv`` wrapped so that it runs in the sandbox under ``limits``; ``scratch`` becomes its
@@ -130,15 +143,13 @@ def command(argv: list[str], scratch: Path, limits: Limits, *, cgroup: Path | No
     cmd += ["--proc", "/proc", "--dev", "/dev", "--bind", str(scratch), WORK]
     for p in shared:
         cmd += ["--bind", p, p]
-    env = {k: os.environ[k] for k in ENV_KEEP if k in os.environ}
-    env.update(thread_env(limits))
-    env.update(HOME=WORK, TMPDIR="/tmp", MPLCONFIGDIR=f"{WORK}/.config/matplotlib", PYTHONDONTWRITEBYTECODE="1",
-               PYTHONNOUSERSITE="1")
-    for k, v in sorted(env.items()):
+    for k, v in sorted(kernel_env(limits).items()):
         cmd += ["--setenv", k, v]
     cmd += ["--chdir", WORK, "--", "prlimit", f"--as={limits.memory_mb * 2**20}", f"--cpu={limits.cpu_s}",
-            f"--nproc={limits.processes}", "--core=0", "--", "timeout", "-s", "KILL", str(limits.notebook_timeout),
-            *argv]
+            f"--nproc={limits.processes}", "--core=0", "--", *argv]
+    # The wall clock outside: the kernel's parent is bubblewrap's pid 1, which nothing inside can
+    # signal; killing bubblewrap kills the sandbox (--die-with-parent).
+    cmd = ["timeout", "-s", "KILL", str(limits.notebook_timeout), *cmd]
     if cgroup is not None:  # join the cgroup first, then become the sandbox
         cmd = ["sh", "-c", f'echo $$ > "{cgroup}/cgroup.procs" && exec "$@"', "sandbox-launch", *cmd]
     return cmd
@@ -182,6 +193,42 @@ def check() -> None:
             "the README's set-up command does it), or, only for trusted notebooks, pass --no-sandbox.")
 
 
+class SandboxKernelClient(AsyncKernelClient):
+    """jupyter_client's client, ready as soon as the kernel has answered ``kernel_info`` and IOPub
+    delivers, as jupyter_client's is; without its last step, which drains IOPub until it has
+    been silent for 0.2 s (the kernel's start-up status messages make that about 0.3 s a kernel).
+    What is still on its way belongs to the ``kernel_info`` request, and nbclient matches every
+    message to its own request."""
+
+    async def _async_wait_for_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+        while True:
+            self.kernel_info()
+            try:
+                reply = await self.shell_channel.get_msg(timeout=1)
+            except Empty:
+                reply = None
+            if reply is not None and reply["msg_type"] == "kernel_info_reply":
+                try:
+                    await self.iopub_channel.get_msg(timeout=0.2)
+                except Empty:
+                    pass  # IOPub not connected yet: ask again
+                else:
+                    self._handle_kernel_info_reply(reply)
+                    break
+            if not await self._async_is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+        while True:  # what has already arrived
+            try:
+                await self.iopub_channel.get_msg(timeout=0)
+            except Empty:
+                break
+
+    wait_for_ready = _async_wait_for_ready
+
+
 class SandboxKernelManager(AsyncKernelManager):
     """An ``AsyncKernelManager`` whose kernel runs in the sandbox (see the module docstring)."""
 
@@ -190,6 +237,10 @@ class SandboxKernelManager(AsyncKernelManager):
 
     _scratch: Path | None = None
     _cgroup: Path | None = None
+
+    @default("client_factory")
+    def _client_factory_default(self):
+        return SandboxKernelClient
 
     async def _async_pre_start_kernel(self, **kw):
         if self.limits.sandbox:
@@ -206,9 +257,21 @@ class SandboxKernelManager(AsyncKernelManager):
             # ipykernel's start-up notes would bury the grading progress.
             kw.setdefault("stdout", subprocess.DEVNULL)
             kw.setdefault("stderr", subprocess.DEVNULL)
+            if self.provisioner is None and warm.template_for(self.limits) is not None:
+                self.kernel_id = self.kernel_id or str(uuid.uuid4())
+                self.provisioner = warm.WarmProvisioner(kernel_id=self.kernel_id, kernel_spec=self.kernel_spec,
+                                                        parent=self)
         else:
             kw["env"] = {**(kw.get("env") or os.environ), **thread_env(self.limits)}
         return await super()._async_pre_start_kernel(**kw)
+
+    @property
+    def warm_scratch(self) -> Path | None:
+        return self._scratch
+
+    def warm_request(self) -> dict:
+        """What the warm template needs to fork this kernel (``warm.py``)."""
+        return warm.request(self.limits, self._scratch, self.connection_file, cgroup=self._cgroup)
 
     def format_kernel_cmd(self, extra_arguments=None):
         argv = super().format_kernel_cmd(extra_arguments)
