@@ -311,3 +311,17 @@ def test_a_students_wrapper_of_manual_seed_is_still_tampering_through_the_real_g
     rows, _ = graded
     row = rows[("h_wrap_manual_seed", NB1.assignment)]
     assert row.score == 0 and row.status.startswith("tampering detected: torch:manual_seed was replaced"), row
+
+
+# --- 4. A probe that cannot start is the grader's problem, not tampering -------------------------
+
+def test_a_snapshot_that_fails_before_any_student_cell_is_an_error_not_tampering(tmp_path, monkeypatch):
+    """The tamper snapshot runs before the first cell: if it fails, no student code can be the
+    cause, so the row must not accuse the student; the checks are not run, and the status says
+    to grade again."""
+    monkeypatch.setattr(probe, "snapshot_code", lambda: "raise RuntimeError('no snapshot')")
+    subs = tmp_path / "subs"
+    samples.write(samples.filled(NB1), subs / "alice" / NB1.assignment / f"{NB1.name}.ipynb")
+    [row] = grade(subs, tmp_path / "out", limits=Limits(cell_timeout=60))  # one worker: this process
+    assert row.status.startswith("error: the tamper probe's snapshot failed before any student cell ran"), row
+    assert "tampering" not in row.status and row.score == 0

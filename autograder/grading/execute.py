@@ -76,6 +76,7 @@ class GuardedExecute(Execute):
         self._baseline = None
         self.tampering: list[str] = []
         self.references: list[str] = []
+        self.probe_error: str | None = None
         self._assignment = None
 
     async def _user_expression(self, code: str):
@@ -92,7 +93,14 @@ class GuardedExecute(Execute):
 
     async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
         if self._baseline is None:
-            self._baseline = await self._user_expression(probe.snapshot_code()) or {}
+            self._baseline = await self._user_expression(probe.snapshot_code())
+            if self._baseline is None:  # before any student code: the kernel, not the student
+                self.probe_error = "the tamper probe's snapshot failed before any student cell ran"
+                self._baseline = {}
+        if cells.is_test(cell) and cell.source.strip() and self.probe_error:
+            cell.outputs = [NotebookNode(output_type="error", ename="ProbeFailed", evalue=self.probe_error,
+                                         traceback=[f"ProbeFailed: this check was not run: {self.probe_error}"])]
+            return cell
         if cells.is_test(cell) and cell.source.strip():
             await self._examine_exercise(cell_index)
             problems = await self._user_expression(probe.probe_code(self._baseline))
@@ -136,7 +144,7 @@ class GuardedExecute(Execute):
     execute_cell = run_sync(async_execute_cell)
 
     def preprocess(self, nb, resources=None, km=None):
-        self._baseline, self.tampering, self.references = None, [], []
+        self._baseline, self.tampering, self.references, self.probe_error = None, [], [], None
         self._assignment = (resources or {}).get("nbgrader", {}).get("assignment")
         try:
             return super().preprocess(nb, resources, km=km)
@@ -144,4 +152,5 @@ class GuardedExecute(Execute):
             meta = (resources or {}).get("metadata", {})
             if meta.get("path") and meta.get("name"):
                 report = Path(meta["path"]) / (meta["name"] + REPORT_SUFFIX)
-                report.write_text(json.dumps({"tampering": self.tampering, "references": self.references}))
+                report.write_text(json.dumps({"tampering": self.tampering, "references": self.references,
+                                              "probe_error": self.probe_error}))

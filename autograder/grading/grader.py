@@ -134,16 +134,19 @@ class Grader:
             sub = gb.find_submission(a, student)
             row = Row(student, a, float(sub.score), float(sub.max_score), "ok", "; ".join(notes))
         autograded = self.work / "autograded" / student / a
-        tampering, references = [], []
+        tampering, references, probe_errors = [], [], []
         for report in sorted(autograded.glob("*" + REPORT_SUFFIX)):
             found = json.loads(report.read_text())
             tampering += found.get("tampering", [])
             references += found.get("references", [])
+            probe_errors += [found["probe_error"]] if found.get("probe_error") else []
             report.unlink()  # not part of the feedback
         if references:  # scored as it is, but the instructor should look: first in the notes
             row.notes = "; ".join([f"course's own answer: {r}" for r in references] + ([row.notes] if row.notes else []))
         missing_nbs = {nb.name for nb in course.notebooks(a)} - {name for name, _ in files}
-        if tampering:
+        if probe_errors:  # the checks were not run: a grading problem, not the student's
+            row.status = "error: " + probe_errors[0] + " (checks not run; grade again)"
+        elif tampering:
             row.status = "tampering detected: " + "; ".join(dict.fromkeys(tampering))[:200]
         elif timed_out(autograded):
             row.status = "timeout"
