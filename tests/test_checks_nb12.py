@@ -343,3 +343,145 @@ def test_a_failed_check_shows_its_message_and_cause_and_no_frames_in_a_kernel(tm
         assert error.ename == "CheckFailed" and "bits_per_dim" in text and expect in text, text
         assert "glowcourse" not in text and "Traceback" not in text and "above exception" not in text, text
         assert not re.search(r"(^|\s)/\w", text), text  # no path of the machine that ran it
+
+
+# ---------------------------------------------------------------------------------------------
+# A check cell run too early: what the student sees
+
+
+IMPORT_LINE = "from glowcourse import checks  # ModuleNotFoundError?"
+
+
+def run_cells(tmp_path, sources, setup="pass"):
+    """The cells' outputs after running them in order in a real kernel (errors allowed)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in [setup, *sources]])
+    NotebookClient(nb, kernel_name="python3", timeout=120, allow_errors=True,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    return nb.cells[1:]
+
+
+def error_of(cell):
+    (error,) = [o for o in cell.outputs if o.output_type == "error"]
+    return error, re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error.traceback))
+
+
+def released_test_cells(assignment):
+    import nbformat
+
+    from autograder import cells, course
+
+    (nb,) = course.notebooks(assignment)
+    return [c for c in nbformat.read(nb.release, 4).cells if cells.is_test(c)]
+
+
+def test_every_check_cell_starts_with_the_import_and_its_hint():
+    """A check cell run first in a fresh runtime fails on its first line, whose comment (shown
+    in the traceback) says to run the setup cell; one line, in the source and the release."""
+    import nbformat
+
+    from autograder import cells, course
+
+    for nb in course.notebooks():
+        for path in (nb.source, nb.release):
+            for cell in (c for c in nbformat.read(path, 4).cells if cells.is_test(c)):
+                first, *rest = cell.source.splitlines()
+                assert first.startswith(IMPORT_LINE) and "setup" in first, (path, first)
+                assert not any(IMPORT_LINE in line for line in rest), path
+
+
+def test_exercise_table_matches_the_solutions():
+    """The NameError hint's table (exercise, heading, names it defines) is what solutions/ says."""
+    import ast
+
+    import nbformat
+
+    from autograder import cells, course
+    from glowcourse import hints
+
+    derived = {}
+    for nb in course.notebooks():
+        heading, found = None, []
+        for cell in nbformat.read(nb.source, 4).cells:
+            if cell.cell_type == "markdown" and re.search(r"^#+ ", cell.source, re.M):
+                heading = re.findall(r"^#+ (.+)$", cell.source, re.M)[-1].strip()
+            elif cells.is_solution(cell):
+                tree = ast.parse(cells.strip_solution_markers(cell.source))
+                names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+                names |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+                found.append((cells.grade_id(cell), heading, tuple(sorted(names))))
+        derived[nb.assignment] = tuple(found)
+    assert {a: tuple((g, t, tuple(sorted(n))) for g, t, n in ex) for a, ex in hints.EXERCISES.items()} == derived
+    modules = {f.__module__.rsplit(".", 1)[-1] for f in vars(checks).values() if callable(f) and f.__name__.startswith("check_")}
+    assert set(hints.CHECK_MODULES) == modules - {"common"} and set(hints.CHECK_MODULES.values()) == set(derived)
+
+
+def test_name_error_hint_says_only_what_is_known():
+    """An exercise's name: which exercise (definite when the cell's checks name the notebook,
+    conditional otherwise); another name read by the cell: run the cells above; a name missing
+    inside a function: no hint. Every hint says what to do after a runtime restart."""
+    from glowcourse.hints import name_error_hint
+
+    hint = name_error_hint("ActNorm", ["02_actnorm"])
+    assert '"2.2 The layer"' in hint and "`actnorm`" in hint and "Run before" in hint
+    assert "notebook 5" not in name_error_hint("ActNorm", ["05_multiscale"]) and "cell above" in name_error_hint("ActNorm", ["05_multiscale"])
+    assert "If this is notebook 2" in name_error_hint("ActNorm") and "Otherwise" in name_error_hint("ActNorm")
+    assert "If a cell above defines `lgdet`" in name_error_hint("lgdet")
+    assert name_error_hint("lgdet", in_cell=False) is None
+    assert "If this is notebook 5" in name_error_hint("FlowStep", in_cell=False)
+
+
+def test_a_check_cell_before_its_exercise_says_which_cell_to_run_and_still_fails(tmp_path):
+    """After a runtime restart (glowcourse installed, nothing run) the released check cell, run
+    alone, fails with the NameError of its exercise's class and a hint naming the exercise;
+    it stays an error output (nbgrader scores it 0). A typo inside a function gets no hint,
+    an UnboundLocalError is IPython's own."""
+    from nbgrader.utils import determine_grade
+
+    check = released_test_cells("02_actnorm")[0]
+    typo = "def f():\n    return lgdet\nf()"
+    unbound = "def g():\n    y = y + 1\ng()"
+    cells = run_cells(tmp_path, [check.source, typo, unbound])
+    error, text = error_of(cells[0])
+    assert error.ename == "NameError" and error.evalue == "name 'ActNorm' is not defined", text
+    assert "checks.check_actnorm_init(ActNorm)" in text and "NameError: name 'ActNorm' is not defined" in text
+    assert '"2.2 The layer" (grade_id `actnorm`)' in text and "Runtime > Run before" in text, text
+    cells[0].metadata = check.metadata
+    assert determine_grade(cells[0], log=None) == (0, check.metadata.nbgrader.points)
+    for cell, ename in ((cells[1], "NameError"), (cells[2], "UnboundLocalError")):
+        error, text = error_of(cell)
+        assert error.ename == ename and "Hint" not in text and "Run before" not in text, text
+
+
+def test_a_check_cell_in_a_fresh_runtime_points_to_the_setup_cell(tmp_path):
+    """In a fresh Colab runtime glowcourse is not installed yet: the check cell's first line
+    fails, and the traceback quotes it with its comment."""
+    block = ("import sys\n"
+             "class NoGlowcourse:  # a fresh runtime: the package is not installed\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             "        if name.split('.')[0] == 'glowcourse':\n"
+             "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+             "sys.meta_path.insert(0, NoGlowcourse())")
+    check = released_test_cells("01_change_of_variables")[0]
+    (cell,) = run_cells(tmp_path, [check.source], setup=block)
+    error, text = error_of(cell)
+    assert error.ename == "ModuleNotFoundError" and "glowcourse" in error.evalue, text
+    assert "Run the first code cell (setup) before this one." in text, text
+
+
+def test_name_error_hint_finds_the_cell_as_ipython_7_names_it():
+    """IPython 7 (Colab's) compiles a cell as "<cell line: 0>", not "<module>": the cell is found
+    by being module-level code run in the user's namespace, whatever its name."""
+    import types
+
+    from glowcourse.hints import hint_for
+
+    shell = types.SimpleNamespace(user_ns={"checks": checks})
+    code = compile("checks.check_actnorm_init(ActNorm)", "<ipython-input-1-0>", "exec").replace(co_name="<cell line: 0>")
+    with pytest.raises(NameError) as err:
+        exec(code, shell.user_ns)
+    hint = hint_for(shell, err.type, err.value, err.tb)
+    assert hint and '"2.2 The layer"' in hint
+    assert hint_for(shell, UnboundLocalError, UnboundLocalError("x"), err.tb) is None

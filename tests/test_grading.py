@@ -49,6 +49,8 @@ def graded(tmp_path_factory):
     broken.write_text(nbformat.writes(samples.filled(NB))[:3000])
     put(patched("dequantize", "def dequantize(x, n_bins):\n    while True:\n        pass"), subs, "looper")
     put(patched("affine_flow", "import os\nos._exit(1)"), subs, "crasher")
+    answer = cells.solutions(samples.filled(NB))["affine_flow"]
+    put(patched("affine_flow", answer.replace("class ElementwiseAffine(", "class Affine(")), subs, "renamer")
     put(samples.filled(NB), subs, "wrongname", name="Untitled")
     roster = root / "roster.txt"
     roster.write_text("absent\nfull\n")
@@ -99,6 +101,54 @@ def test_feedback_for_each_graded_submission_without_hidden_test_code(graded):
     assert not (out / "feedback" / "unreadable").exists()
 
 
+def summary_of(path) -> str:
+    """The feedback page's summary (its list of graded cells), as text."""
+    toc = re.search(r'<div id="toc">(.*?)</div>', path.read_text(), re.S)
+    assert toc, path
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", toc.group(1))))
+
+
+def test_feedback_summary_names_each_exercise_and_withholds_hidden_details(graded):
+    """nbgrader's summary says "Test cell" for every check; ours names the exercise (its heading
+    and grade_id) and says where hidden checks ran and their details are withheld, without
+    quoting them."""
+    from autograder.grading.feedback import WITHHELD, WITHHELD_PASSED
+
+    _, out, _ = graded
+    source = nbformat.read(NB.source, 4)
+    expected, heading, exercise, hidden = [], None, None, []
+    for cell in source.cells:
+        if cell.cell_type == "markdown" and re.search(r"^#+ ", cell.source, re.M):
+            heading = re.findall(r"^#+ (.+)$", cell.source, re.M)[-1].strip()
+        elif cells.is_solution(cell):
+            exercise = cells.grade_id(cell)
+        elif cells.is_test(cell):
+            expected.append(f"{heading}: check {cells.grade_id(cell)} (exercise {exercise})")
+            hidden += cells.hidden_lines(cell.source)
+    n_hidden = sum(cells.BEGIN_HIDDEN in c.source for c in source.cells if cells.is_test(c))
+    assert expected and n_hidden and hidden
+    for student, note, other in (("blank", WITHHELD, WITHHELD_PASSED), ("full", WITHHELD_PASSED, WITHHELD)):
+        page = out / "feedback" / student / A / f"{NB.name}.html"
+        summary = summary_of(page)
+        for name in expected:
+            assert name in summary, (student, name, summary)
+        assert "Test cell" not in summary
+        assert summary.count(note) == n_hidden and other not in summary, (student, summary)
+        for text in (page.read_text(), page_text(page)):
+            assert "HIDDEN TESTS" not in text and not [line for line in hidden if line in text], student
+
+
+def test_a_check_run_without_its_exercise_scores_0_and_its_feedback_names_the_exercise(graded):
+    """An exercise whose class was renamed leaves its check cell a NameError: 0 for that check,
+    and the feedback shows the error with the hint naming the exercise (registered in the grader's
+    kernel too, which imports glowcourse before its shell exists)."""
+    rows, out, _ = graded
+    assert rows["renamer"].status == "ok" and rows["renamer"].score == FULL - 2
+    text = page_text(out / "feedback" / "renamer" / A / f"{NB.name}.html")
+    assert "NameError: name 'ElementwiseAffine' is not defined" in text
+    assert 'Hint: `ElementwiseAffine` is defined by the exercise "1.2 An elementwise affine flow"' in text
+
+
 def test_regrading_is_idempotent_and_leaves_no_stale_rows(graded, tmp_path):
     _, out, subs = graded
     only = tmp_path / "only"
@@ -138,6 +188,15 @@ def test_demo_prints_the_table_full_marks_and_zero(tmp_path):
     # demo exits non-zero when any row differs from the outcome its sample was built for
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "student" in proc.stdout and "max_score" in proc.stdout  # the table is printed
+    n = len(course.notebooks())
+    # before grading: who the students are and what each must get; after: every row checked
+    assert f"The demo class: 5 students x {n} notebooks = {5 * n} rows." in proc.stdout
+    assert proc.stdout.index("unreadable  hands in") < proc.stdout.index("max_score")
+    assert proc.stdout.rstrip().splitlines()[-1] == f"all {5 * n} rows matched what was expected"
+    # the progress lines count the submissions graded, and say which rows needed no grading
+    assert f"grading {4 * n - 1} submissions; {n + 1} other rows of {5 * n} need no grading ({n} missing, 1 unreadable)" \
+        in proc.stderr
+    assert f"[graded {4 * n - 1}/{4 * n - 1}]" in proc.stderr
     with open(out / "grades.csv") as fh:
         rows = list(csv.DictReader(fh))
     assignments = {nb.assignment for nb in course.notebooks()}

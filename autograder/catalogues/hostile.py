@@ -422,6 +422,10 @@ def cases() -> list[Case]:
           why="a get_ipython of the student's own hiding an assert-stripping transformer"),
         C("h_tests_replaced", NB2, "at most blank", "ok", lambda: _bytes(_tests_pass(_blank(NB2))),
           why="test cells edited to `pass`: restored from the source"),
+        C("h_custom_exc", NB2, "at most blank", "tampering detected: shell.CustomTB",
+          lambda: _bytes(_insert_before_first_test(_blank(NB2), "get_ipython().set_custom_exc((Exception,), "
+                                                               "lambda *a, **k: None)")),
+          why="IPython's own hook for custom exception handlers, set to show nothing: every failed check would pass"),
         # -- aimed at the next kernel: each does its own work right, then tries to reach the next one
         C("h_leaves_process", NB2, "full", "ok", lambda: _bytes(_insert_before_first_test(_filled(NB2), LEAVE_PROCESS)),
           why="a background process in its own session: killed with the kernel's sandbox"),

@@ -1,21 +1,29 @@
-"""Feedback without the hidden tests: ``ScrubHiddenTracebacks``, an nbgrader preprocessor.
+"""Feedback without the hidden tests, and a summary that names each check: nbgrader preprocessors.
 
 nbgrader's ``ClearHiddenTests`` removes the hidden tests from a test cell's source before the
 feedback HTML is written, but not from the cell's outputs: a failed hidden check's traceback
-quotes the failing line with its neighbours. This preprocessor, run just before it, drops
+quotes the failing line with its neighbours. ``ScrubHiddenTracebacks``, run just before it, drops
 from the error and stream outputs of every test cell each line that quotes a hidden line or
 a hidden-tests marker.
+
+``NameTestCells`` gives the page's summary (the template in ``templates/course_feedback``,
+nbgrader's own with its list of cells changed) a name for each test cell where nbgrader writes
+"Test cell": the exercise's heading and grade_id, and a note where hidden checks' details are
+withheld.
 """
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+from nbconvert.exporters import HTMLExporter
 from nbgrader.preprocessors import NbGraderPreprocessor
 
 from .. import cells
 
-__all__ = ["ScrubHiddenTracebacks", "scrub"]
+__all__ = ["ScrubHiddenTracebacks", "scrub", "NameTestCells", "CourseFeedbackExporter", "TEMPLATES"]
 
+TEMPLATES = Path(__file__).parent / "templates"  # holds course_feedback/, the feedback page's template
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # IPython colours its tracebacks
 
 
@@ -42,3 +50,42 @@ class ScrubHiddenTracebacks(NbGraderPreprocessor):
                 elif out.get("output_type") == "stream":
                     out["text"] = scrub(out.get("text", ""), secrets)
         return cell, resources
+
+
+HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
+WITHHELD_PASSED = "Hidden checks ran too and passed; their details are withheld."
+WITHHELD = "This cell also runs hidden checks; their details are withheld."
+
+
+class NameTestCells(NbGraderPreprocessor):
+    """What the feedback page's summary says about each test cell, in place of nbgrader's
+    "Test cell": the heading of the exercise it checks (the last markdown heading above it), the
+    exercise's grade_id (the solution cell above it) and, for a cell with hidden checks, that
+    their details are withheld. Run before ``ClearHiddenTests`` (it reads the hidden-tests
+    marker) and after ``GetGrades`` (it reads the score); the template
+    (``templates/course_feedback``) reads ``resources["course_feedback"][grade_id]``."""
+
+    def preprocess(self, nb, resources):
+        title, exercise, named = None, None, {}
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                headings = HEADING.findall(cell.source)
+                title = headings[-1] if headings else title
+            elif cells.is_solution(cell):
+                exercise = cells.grade_id(cell)
+            elif cells.is_test(cell) and cells.grade_id(cell):
+                hidden = None
+                if cells.BEGIN_HIDDEN in cell.source:
+                    meta = cells.meta(cell)
+                    passed = meta.get("score") is not None and float(meta["score"]) >= float(meta.get("points", 0))
+                    hidden = WITHHELD_PASSED if passed else WITHHELD
+                named[cells.grade_id(cell)] = {"title": title, "exercise": exercise, "hidden": hidden}
+        resources["course_feedback"] = named
+        return nb, resources
+
+
+class CourseFeedbackExporter(HTMLExporter):
+    """nbgrader's feedback exporter with the course's template. nbgrader's API sets
+    ``HTMLExporter.template_name = "feedback"`` for every feedback run; configuration given
+    to this subclass by its own name takes precedence over its parent's (traitlets), so
+    ``nbgrader_setup`` configures ``CourseFeedbackExporter.template_name``."""

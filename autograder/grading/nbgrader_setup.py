@@ -6,12 +6,15 @@
   the kernel in the sandbox, under the run's limits, with tamper probes);
 - feedback's steps as nbgrader's, with ``ScrubHiddenTracebacks`` (``feedback.py``) and
   ``ClearHiddenTests`` added, so the hidden tests stay out of the HTML: their code, and the
-  lines that tracebacks quote from them.
+  lines that tracebacks quote from them; and with ``NameTestCells`` and the course's template
+  (nbgrader's feedback page, ``feedback.TEMPLATES``), whose summary names each check's exercise
+  and says where hidden checks' details are withheld.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import nbgrader
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, GetGrades, IgnorePattern,
                                     LimitOutput, SaveAutoGrades)
@@ -19,7 +22,7 @@ from traitlets.config import Config
 
 from .. import course
 from .execute import GuardedExecute
-from .feedback import ScrubHiddenTracebacks
+from .feedback import TEMPLATES, CourseFeedbackExporter, NameTestCells, ScrubHiddenTracebacks
 from .limits import Limits
 
 __all__ = ["grading_config", "grading_api"]
@@ -42,10 +45,17 @@ def grading_config(limits: Limits) -> Config:
     config.GuardedExecute.shutdown_kernel = "immediate"  # the notebook is done: no need to wait for a clean exit
     config.GenerateFeedback.preprocessors = [
         GetGrades,
+        NameTestCells,
         ScrubHiddenTracebacks,
         ClearHiddenTests,
         CSSHTMLHeaderPreprocessor,
     ]
+    # The course's feedback page extends nbgrader's: nbgrader's templates must stay findable.
+    config.GenerateFeedback.exporter_class = CourseFeedbackExporter
+    config.CourseFeedbackExporter.template_name = "course_feedback"
+    config.CourseFeedbackExporter.template_file = "course_feedback.html.j2"
+    config.CourseFeedbackExporter.extra_template_basedirs = [
+        str(TEMPLATES), str(Path(nbgrader.__file__).parent / "server_extensions" / "formgrader" / "templates")]
     return config
 
 

@@ -20,7 +20,8 @@ catalogue tries (``tests/test_hostile.py``):
 2. **Behaviour.** Canaries that must fail do fail: ``torch.allclose(0, 1)`` is False,
    ``numpy.testing.assert_allclose(0, 1)`` raises, ``slogdet(diag(2, 3))`` is log 6, ``manual_seed`` seeds the
    generator, a check run on a broken layer raises ``CheckFailed``.
-3. **Hooks.** No AST/input transformers, pre-run callbacks, trace or profile functions beyond
+3. **Hooks.** No AST/input transformers, pre-run callbacks, custom exception handlers
+   (``set_custom_exc``), trace or profile functions beyond
    those present at start.
 
 The kernel-side code is ``_kernel_probe`` below, sent as source text (nothing the student can
@@ -90,6 +91,9 @@ def _kernel_probe(baseline):  # runs inside the student's kernel; must be self-c
             if meth in vars(shell):
                 current[f"shell.{meth} (instance)"] = id(vars(shell)[meth])
         current["shell.displayhook"] = id(shell.displayhook)
+        # set_custom_exc: a handler that shows nothing turns every failed check into a pass
+        current["shell.CustomTB"] = id(vars(shell).get("CustomTB"))
+        current["#custom_exceptions"] = hash(tuple(id(c) for c in getattr(shell, "custom_exceptions", ())))
         kernel = getattr(shell, "kernel", None)
         if kernel is not None:
             for meth in ("do_execute", "execute_request", "send_response"):

@@ -187,7 +187,14 @@ def run_kernel(req: dict) -> None:
     torch.seed()
     from ipykernel.kernelapp import IPKernelApp
 
-    IPKernelApp.launch_instance(argv=["-f", req["connection_file"]])
+    app = IPKernelApp.instance()
+    app.initialize(["-f", req["connection_file"]])
+    # What importing glowcourse does in a shell (its NameError hints), done here because it was
+    # imported before this kernel's shell existed.
+    import glowcourse.hints
+
+    glowcourse.hints.install()
+    app.start()
 
 
 def _die_with_parent() -> None:
