@@ -6,6 +6,7 @@ writes into its own directory and never into the instructor's gradebook.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -25,6 +26,19 @@ def ensure_tools_on_path() -> None:
     bindir = str(Path(sys.executable).parent)
     if os.environ.get("PATH", "").split(os.pathsep)[:1] != [bindir]:
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+
+@functools.cache
+def _alembic_head() -> str:
+    """The gradebook schema's revision, from alembic's API in this process: what nbgrader's
+    ``get_alembic_version`` asks the ``alembic`` command for (a new Python process importing
+    nbgrader: about 2.5 s) each time it creates a gradebook."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from nbgrader.dbutil import _temp_alembic_ini
+
+    with _temp_alembic_ini("sqlite:////tmp/gradebook.db") as ini:  # nbgrader's own alembic set-up
+        return ScriptDirectory.from_config(Config(ini)).get_current_head()
 
 
 def repository_url() -> str:
@@ -80,8 +94,11 @@ def nbgrader_api(*, release: Path | None = None, submitted: Path | None = None, 
 
     # nbgrader 0.9.6's gradebook triggers SQLAlchemy autoflush warnings on every submission: noise.
     warnings.filterwarnings("ignore", category=SAWarning)
+    import nbgrader.api
     from nbgrader.apps.api import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
+
+    nbgrader.api.get_alembic_version = _alembic_head
     from traitlets.config import Config, PyFileConfigLoader
 
     merged = PyFileConfigLoader(CONFIG_FILE.name, path=str(ROOT)).load_config()

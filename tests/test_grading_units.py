@@ -309,3 +309,14 @@ def test_top_level_help_lists_each_command_once():
     text = build_parser().format_help()
     for name in ("release", "grade", "merge", "selfcheck", "demo", "hostile", "execute", "report", "book"):
         assert len(re.findall(rf"^\s+{name}\s", text, re.M)) == 1, (name, text)
+
+
+def test_the_gradebook_schema_revision_is_what_the_alembic_command_says():
+    """nbgrader asks the ``alembic`` command for it when it creates a gradebook; the course asks
+    alembic's API in-process (seconds faster): the same answer, from the same files."""
+    from nbgrader.dbutil import _temp_alembic_ini
+
+    course.ensure_tools_on_path()
+    with _temp_alembic_ini("sqlite:////tmp/gradebook.db") as ini:
+        heads = subprocess.check_output(["alembic", "-c", ini, "heads"], text=True)
+    assert heads.split()[0] == course._alembic_head() and len(course._alembic_head()) >= 12

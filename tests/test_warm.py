@@ -27,7 +27,9 @@ def fresh_warm(monkeypatch):
     """This process's template state, reset before and after the test."""
     monkeypatch.setattr(warm, "_template", None)
     monkeypatch.setattr(warm, "_unavailable", None)
+    monkeypatch.setattr(warm, "_spare", None)
     yield
+    warm._discard_spare()
     if warm._template is not None:
         warm._template.close()
 
@@ -171,3 +173,22 @@ def test_warm_and_cold_kernels_grade_a_mixed_class_row_for_row_alike(tmp_path):
                          for r in grade(subs, tmp_path / f"out-{warm_on}", limits=limits)]
     assert rows[True] == rows[False]
     assert any(r[3] == "ok" and r[2] > 0 for r in rows[True]) and any(r[3] != "ok" for r in rows[True])
+
+
+def test_the_next_kernel_is_forked_ahead_and_its_clock_starts_when_it_is_handed_out(fresh_warm):
+    """After a kernel starts, the next one is forked at once (a spare), so that its start-up
+    overlaps this submission's grading; it waits longer than the notebook limit without being
+    killed, and is killed at the limit counted from when it is handed out."""
+    limits = Limits(notebook_timeout=3, cell_timeout=120)
+    assert warm.template_for(limits) is not None, warm._unavailable
+    _run(_notebook("print('first')"), limits)
+    spare = warm._spare
+    assert spare is not None and spare.process.poll() is None
+    time.sleep(4)  # longer than the notebook limit: a spare's clock has not started
+    nb = _notebook("import time; time.sleep(1); print('second')", "while True:\n    pass", "print('never')")
+    with pytest.raises(DeadKernelError):
+        _run(nb, limits, timeout=120)
+    assert nb.cells[0].outputs[0]["text"] == "second\n"  # the spare ran it, then died at its limit
+    sandbox.sweep()  # what grading does after each submission: a dead kernel skips its clean-up
+    assert spare.process.poll() is not None and not spare.scratch.exists()
+    assert warm._spare is not None and warm._spare.process.pid != spare.process.pid

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from jinja2 import BytecodeCache
 from nbconvert.exporters import HTMLExporter
 from nbgrader.preprocessors import NbGraderPreprocessor
 
@@ -84,8 +85,32 @@ class NameTestCells(NbGraderPreprocessor):
         return nb, resources
 
 
+class _CompiledTemplates(BytecodeCache):
+    """Jinja's compiled templates, kept for the life of the grading process: nbgrader makes a new
+    exporter (and Jinja environment) for each submission's feedback, which would compile the
+    same templates every time. A template's key includes a checksum of its source."""
+
+    def __init__(self):
+        self.compiled: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket):
+        if bucket.key in self.compiled:
+            bucket.bytecode_from_string(self.compiled[bucket.key])
+
+    def dump_bytecode(self, bucket):
+        self.compiled[bucket.key] = bucket.bytecode_to_string()
+
+
+_COMPILED = _CompiledTemplates()
+
+
 class CourseFeedbackExporter(HTMLExporter):
     """nbgrader's feedback exporter with the course's template. nbgrader's API sets
     ``HTMLExporter.template_name = "feedback"`` for every feedback run; configuration given
     to this subclass by its own name takes precedence over its parent's (traitlets), so
     ``nbgrader_setup`` configures ``CourseFeedbackExporter.template_name``."""
+
+    def _create_environment(self):
+        environment = super()._create_environment()
+        environment.bytecode_cache = _COMPILED
+        return environment

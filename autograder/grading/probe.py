@@ -240,18 +240,24 @@ def _kernel_probe(baseline):  # runs inside the student's kernel; must be self-c
     return problems
 
 
+def _one_cell(program: str) -> str:
+    """``program`` as a one-line cell: IPython transforms a cell line by line before running it,
+    which for a probe's thousand lines and its baseline costs more than the probe itself."""
+    return f"exec(compile({program!r}, '<autograder probe>', 'exec'))\n"
+
+
 def _program(baseline) -> str:
     # Everything runs inside one function, so no name (torch, numpy, ...) leaks into the
     # student's namespace and hides a missing import; only RESULT is left there.
-    return (inspect.getsource(_kernel_probe)
-            + "def _autograder_run(baseline):\n"
-            + "    if baseline is None:  # the snapshot: load what the tests rely on, untouched\n"
-            + "        import importlib, pkgutil, torch, numpy, glowcourse.checks\n"
-            + "        for m in pkgutil.iter_modules(glowcourse.checks.__path__):\n"
-            + "            importlib.import_module('glowcourse.checks.' + m.name)\n"
-            + "    return _kernel_probe(baseline)\n"
-            + f"{RESULT} = _autograder_run({baseline!r})\n"
-            + "del _kernel_probe, _autograder_run\n")
+    return _one_cell(inspect.getsource(_kernel_probe)
+                     + "def _autograder_run(baseline):\n"
+                     + "    if baseline is None:  # the snapshot: load what the tests rely on, untouched\n"
+                     + "        import importlib, pkgutil, torch, numpy, glowcourse.checks\n"
+                     + "        for m in pkgutil.iter_modules(glowcourse.checks.__path__):\n"
+                     + "            importlib.import_module('glowcourse.checks.' + m.name)\n"
+                     + "    return _kernel_probe(baseline)\n"
+                     + f"{RESULT} = _autograder_run({baseline!r})\n"
+                     + "del _kernel_probe, _autograder_run\n")
 
 
 def snapshot_code() -> str:
@@ -474,6 +480,6 @@ def _kernel_references(names, extra, user=None):  # runs inside the student's ke
 def references_code(names: list[str], extra: list[str] = ()) -> str:
     """Kernel code whose user expression ``RESULT`` lists how the objects ``names`` (what one
     exercise defines) are or reach the course's own answer; empty when they do not."""
-    return (inspect.getsource(_kernel_references)
-            + f"{RESULT} = _kernel_references({list(names)!r}, {list(extra)!r})\n"
-            + "del _kernel_references\n")
+    return _one_cell(inspect.getsource(_kernel_references)
+                     + f"{RESULT} = _kernel_references({list(names)!r}, {list(extra)!r})\n"
+                     + "del _kernel_references\n")

@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from .. import course
-from . import sandbox
+from . import sandbox, warm
 from .collect import collect, read_roster
 from .grader import Grader, max_score, unreadable
 from .limits import Limits
@@ -33,14 +33,27 @@ __all__ = ["grade"]
 _worker: Grader | None = None  # this process's grader (one per worker process)
 
 
+_worker_args: tuple | None = None  # what this worker process's grader is made of, once base_db exists
+
+
 def _init_worker(work: Path, feedback: Path, base_db: Path, limits: Limits) -> None:
-    global _worker
-    _worker = Grader(work / f"worker-{os.getpid()}", feedback, base_db, limits)
+    """A worker process starts: its warm template imports while the main process loads the
+    assignments into ``base_db``; its grader is made at its first submission."""
+    global _worker_args
+    _worker_args = (work / f"worker-{os.getpid()}", feedback, base_db, limits)
+    warm.template_for(limits)
+
+
+def _started() -> int:
+    return os.getpid()
 
 
 def _grade_task(student: str, a: str, files: list[tuple[str, Path]]) -> tuple[Row, float]:
+    global _worker
     start = time.perf_counter()
     try:
+        if _worker is None:
+            _worker = Grader(*_worker_args)
         row = _worker.grade(student, a, files)
     except Exception as err:  # one bad submission never stops the others
         row = Row(student, a, 0.0, max_score(a), f"error: {type(err).__name__}: {str(err)[:100]}")
@@ -152,11 +165,21 @@ def grade(source: Path, out: Path, *, roster: Path | None = None, only: list[str
 def _grade_all(todo: list[tuple[str, str, list[tuple[str, Path]]]], work: Path, feedback: Path, limits: Limits,
                rows: dict[tuple[str, str], Row]) -> None:
     """Grade the submissions in ``todo`` into ``rows``, printing progress on stderr."""
+    pool = None
+    if limits.workers > 1:  # started first: their imports overlap the loading of the assignments
+        pool = ProcessPoolExecutor(limits.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(work, feedback, work / "base.db", limits))
+        for _ in range(limits.workers):
+            pool.submit(_started)
+    else:
+        warm.template_for(limits, wait=False)
     # One gradebook holding the assignments; each worker grades on its own copy.
     base = course.nbgrader_api(release=work / "release", db=work / "base.db")
     for a in sorted({a for _, a, _ in todo}):
         result = base.generate_assignment(a, force=True)
         if not result["success"]:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
             raise RuntimeError(f"could not load assignment {a} from solutions/:\n{result.get('error')}")
     del base
     _progress(grading_header(len(todo), [r for k, r in rows.items() if k not in {(s, a) for s, a, _ in todo}]))
@@ -177,9 +200,7 @@ def _grade_all(todo: list[tuple[str, str, list[tuple[str, Path]]]], work: Path, 
             report(*_grade_task(*task))
         _worker = None
         return
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(limits.workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(work, feedback, work / "base.db", limits)) as pool:
+    with pool:
         futures = {pool.submit(_grade_task, *task): task for task in todo}
         for fut in as_completed(futures):
             student, a, _ = futures[fut]

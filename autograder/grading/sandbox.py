@@ -237,13 +237,21 @@ class SandboxKernelManager(AsyncKernelManager):
 
     _scratch: Path | None = None
     _cgroup: Path | None = None
+    spare = None  # a warm.Spare this manager adopted
 
     @default("client_factory")
     def _client_factory_default(self):
         return SandboxKernelClient
 
     async def _async_pre_start_kernel(self, **kw):
-        if self.limits.sandbox:
+        self.spare = warm.take_spare(self.limits) if self.limits.sandbox and self.provisioner is None else None
+        if self.spare is not None:  # forked ahead, with its folders and connection file (warm.py)
+            self._scratch, self._cgroup = self.spare.scratch, self.spare.cgroup
+            self.connection_file = self.spare.connection_file
+            self.load_connection_file()
+            self._connection_file_written = True
+            _live[id(self)] = (self._scratch, self._cgroup)
+        elif self.limits.sandbox:
             self._scratch = Path(tempfile.mkdtemp(prefix="ag-"))
             (self._scratch / "work").mkdir()
             (self._scratch / "ipc").mkdir()
@@ -253,11 +261,12 @@ class SandboxKernelManager(AsyncKernelManager):
             self.connection_file = str(self._scratch / "ipc" / "kernel.json")
             self._cgroup = pids_cgroup(self.limits.processes)
             _live[id(self)] = (self._scratch, self._cgroup)
+        if self.limits.sandbox:
             kw.pop("cwd", None)
             # ipykernel's start-up notes would bury the grading progress.
             kw.setdefault("stdout", subprocess.DEVNULL)
             kw.setdefault("stderr", subprocess.DEVNULL)
-            if self.provisioner is None and warm.template_for(self.limits) is not None:
+            if self.provisioner is None and (self.spare is not None or warm.template_for(self.limits) is not None):
                 self.kernel_id = self.kernel_id or str(uuid.uuid4())
                 self.provisioner = warm.WarmProvisioner(kernel_id=self.kernel_id, kernel_spec=self.kernel_spec,
                                                         parent=self)

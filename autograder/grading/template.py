@@ -10,7 +10,8 @@ of the autograder, and speaks JSON lines on stdin/stdout:
 
 - it prints ``{"ready": ...}`` once its imports are done;
 - each request ``{"connection_file", "scratch", "readable", "env", "threads", "memory_mb",
-  "cpu_s", "processes", "timeout", "cgroup"}`` gets ``{"pid": P}``: P is the kernel's supervisor.
+  "cpu_s", "processes", "timeout", "cgroup", "spare"}`` gets ``{"pid": P}``: P is the kernel's
+  supervisor. A ``spare`` kernel's wall clock starts when P gets SIGUSR1 (it is handed out).
 
 A fork is isolated as ``sandbox.py``'s bubblewrap sandbox is, with the same system calls
 (``unshare``, ``mount``, ``pivot_root``), made here because a fork cannot exec bubblewrap and
@@ -50,6 +51,7 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine)
 SYS_CAPSET = {"x86_64": 126, "aarch64": 91}.get(os.uname().machine)
 WORK = "/tmp/work"
+SPARE_WAIT = 3600  # seconds a spare kernel may wait to be handed out
 DEVICES = ["null", "zero", "full", "random", "urandom", "tty"]
 # statvfs flags that a remount inside a user namespace must keep (the kernel locks them)
 LOCKED = [(os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
@@ -236,7 +238,10 @@ def supervise(req: dict) -> None:
         if init == 0:
             pid_one(req)
         signal.signal(signal.SIGALRM, lambda *_: os.kill(init, signal.SIGKILL))
-        signal.alarm(max(1, int(req["timeout"])))
+        # A spare kernel (forked ahead of its submission) starts its clock when it is handed
+        # out (SIGUSR1); until then it may wait an hour.
+        signal.signal(signal.SIGUSR1, lambda *_: signal.alarm(max(1, int(req["timeout"]))))
+        signal.alarm(SPARE_WAIT if req.get("spare") else max(1, int(req["timeout"])))
         while True:
             try:
                 _, status = os.waitpid(init, 0)

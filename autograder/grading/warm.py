@@ -25,11 +25,13 @@ import atexit
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from jupyter_client.provisioning import LocalProvisioner
@@ -47,14 +49,14 @@ class WarmUnavailable(RuntimeError):
 
 
 def request(limits: Limits, scratch: Path, connection_file: str, *, cgroup: Path | None = None,
-            probe: bool = False) -> dict:
+            probe: bool = False, spare: bool = False) -> dict:
     """What the template needs to fork one sandboxed kernel under ``limits``."""
     from .sandbox import kernel_env, readable_paths
 
     return {"connection_file": connection_file, "scratch": str(scratch), "readable": readable_paths(),
             "env": kernel_env(limits), "threads": limits.kernel_threads(), "memory_mb": limits.memory_mb,
             "cpu_s": limits.cpu_s, "processes": limits.processes, "timeout": limits.notebook_timeout,
-            "cgroup": str(cgroup) if cgroup else None, "probe": probe}
+            "cgroup": str(cgroup) if cgroup else None, "probe": probe, "spare": spare}
 
 
 class Forked:
@@ -117,12 +119,19 @@ class Template:
         self.proc = subprocess.Popen([sys.executable, "-I", str(PROGRAM), str(os.getpid())], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
         atexit.register(self.close)
+        self.limits = limits
+        self.ready = False  # its imports take seconds: the caller may do other work meanwhile
+
+    def wait_ready(self) -> None:
+        """Wait for the template's imports, then probe one fork (raises WarmUnavailable)."""
+        if self.ready:
+            return
         ready = self._read(START_TIMEOUT)
         if "ready" not in ready:
             self.close()
             raise WarmUnavailable(ready.get("error") or "the template did not start")
-        self.limits = limits
         self._probe()
+        self.ready = True
 
     def _read(self, timeout: float) -> dict:
         if not select.select([self.proc.stdout], [], [], timeout)[0]:
@@ -204,30 +213,105 @@ def _say_once(reason: str) -> None:
     _unavailable = reason
 
 
-def template_for(limits: Limits) -> Template | None:
-    """This process's template for ``limits`` (started on first use), or None: see the module docstring."""
+def template_for(limits: Limits, *, wait: bool = True) -> Template | None:
+    """This process's template for ``limits``, started on first use and ready (``wait=False``:
+    started, not waited for), or None: see the module docstring."""
     global _template
     if not (limits.sandbox and limits.warm) or _unavailable is not None:
         return None
-    if _template is not None and _template.proc.poll() is not None:
+    if _template is not None and _template.proc.poll() is not None and _template.ready:
         lost("the template exited" + _template._log_tail())
         return None
-    if _template is not None and _template.limits == limits:
-        return _template
-    if _template is not None:  # other limits: another template
+    if _template is not None and _template.limits != limits:  # other limits: another template
         _template.close()
         _template = None
     try:
-        _template = Template(limits)
+        if _template is None:
+            _template = Template(limits)
+        if wait:
+            _template.wait_ready()
     except (WarmUnavailable, OSError, ValueError) as err:
+        _template = None
         _say_once(str(err))
         return None
     return _template
 
 
+@dataclass
+class Spare:
+    """A kernel forked ahead of its submission, so that its start overlaps the previous one's
+    grading: fresh, untouched, its own scratch folder, cgroup and connection file. Its wall
+    clock starts when it is handed out (``take_spare``)."""
+
+    limits: Limits
+    scratch: Path
+    cgroup: Path | None
+    connection_file: str
+    process: Forked
+
+    def discard(self) -> None:
+        from .sandbox import remove_cgroup
+
+        self.process.kill()
+        remove_cgroup(self.cgroup)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+_spare: Spare | None = None
+
+
+def prepare_spare(limits: Limits) -> None:
+    """Fork the next kernel now (one spare per process), if a template serves ``limits``."""
+    global _spare
+    from jupyter_client.connect import write_connection_file
+
+    from .sandbox import pids_cgroup
+
+    template = template_for(limits)
+    if template is None or _spare is not None:
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="ag-"))
+    (scratch / "work").mkdir()
+    (scratch / "ipc").mkdir()
+    connection_file, _ = write_connection_file(str(scratch / "ipc" / "kernel.json"), ip=str(scratch / "ipc" / "k"),
+                                               transport="ipc")
+    cgroup = pids_cgroup(limits.processes)
+    try:
+        pid = template.fork(request(limits, scratch, connection_file, cgroup=cgroup, spare=True))
+    except WarmUnavailable as err:
+        shutil.rmtree(scratch, ignore_errors=True)
+        lost(str(err))
+        return
+    _spare = Spare(limits, scratch, cgroup, connection_file, Forked(pid))
+
+
+def take_spare(limits: Limits) -> Spare | None:
+    """The spare kernel, its clock started, if there is a live one for ``limits``; else None."""
+    global _spare
+    spare, _spare = _spare, None
+    if spare is None:
+        return None
+    if spare.limits != limits or spare.process.poll() is not None:
+        spare.discard()
+        return None
+    spare.process.send_signal(signal.SIGUSR1)
+    return spare
+
+
+def _discard_spare() -> None:
+    global _spare
+    if _spare is not None:
+        _spare.discard()
+        _spare = None
+
+
+atexit.register(_discard_spare)
+
+
 def lost(reason: str) -> None:
     """The template failed mid-run: say so once and start kernels the cold way from now on."""
     global _template
+    _discard_spare()
     if _template is not None:
         _template.close()
         _template = None
@@ -241,6 +325,12 @@ class WarmProvisioner(LocalProvisioner):
 
     async def launch_kernel(self, cmd: list[str], **kwargs):
         km = self.parent
+        if km.spare is not None:  # adopted by the manager: already started, listening
+            self.process = km.spare.process
+            self.pid, self.pgid, self.cwd = self.process.pid, None, km.warm_scratch
+            await self._bound()
+            prepare_spare(km.limits)
+            return self.connection_info
         template = template_for(km.limits)
         if template is not None:
             try:
@@ -251,6 +341,7 @@ class WarmProvisioner(LocalProvisioner):
                 self.process = Forked(pid)
                 self.pid, self.pgid, self.cwd = pid, None, km.warm_scratch
                 await self._bound()
+                prepare_spare(km.limits)
                 return self.connection_info
         return await super().launch_kernel(cmd, **kwargs)
 
