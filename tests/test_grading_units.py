@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
