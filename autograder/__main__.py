@@ -3,6 +3,7 @@
   release      regenerate course/ from solutions/ (badge and setup cell included)
   grade        grade a folder or LMS zip of submissions into --out (grades.csv, feedback/)
   merge        combine the --out folders of sharded grade runs (--shard i/N) into one
+  export       grades.csv into a Canvas or Moodle gradebook import (or a wide CSV)
   selfcheck    solutions get full marks and releases get zero, through real nbgrader
   hostile      grade the catalogue of mangled, broken and hostile submissions (autograder/catalogues/hostile.py)
   demo         build a small class of sample submissions, grade it, print the table

@@ -17,6 +17,7 @@ at most 0.6 s.
 
     python scripts/bench_grade.py [N] [W]            (defaults: 50 submissions, 2 workers)
     python scripts/bench_grade.py 50 2 --only warm   (one configuration: bare, nbgrader, cold, warm)
+    python scripts/bench_grade.py 20 --phases        (where a warm serial run's time goes)
 """
 import os
 import shutil
@@ -121,7 +122,72 @@ def main(n: int = 50, workers: int = 2, only: str | None = None) -> None:
         print(f"  warm, {workers} workers                     {warm2 / n:6.2f} s  (bar with 2 workers: <= 0.6 s)")
 
 
+PHASES = """import collections, functools, sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+import nbclient.client
+import nbgrader.apps.api as nbgrader_api
+from autograder.grading import execute, grader, run
+from autograder.grading.limits import Limits
+
+spent = collections.Counter()
+
+def timed(owner, name, phase):
+    original = getattr(owner, name)
+    if name.startswith("async") or name.startswith("_async") or name == "_user_expression":
+        async def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return await original(*a, **k)
+            finally:
+                spent[phase] += time.perf_counter() - t
+    else:
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return original(*a, **k)
+            finally:
+                spent[phase] += time.perf_counter() - t
+    setattr(owner, name, functools.wraps(original)(wrapper))
+
+timed(grader.Grader, "grade", "submission, all of it")
+timed(nbgrader_api.NbGraderAPI, "autograde", "  nbgrader autograde")
+timed(execute.GuardedExecute, "preprocess", "    running the notebook")
+timed(nbclient.client.NotebookClient, "start_new_kernel", "      kernel: start")
+timed(nbclient.client.NotebookClient, "start_new_kernel_client", "      kernel: connect, ready")
+timed(execute.GuardedExecute, "_user_expression", "      tamper and reference probes")
+timed(nbclient.client.NotebookClient, "_cleanup_kernel", "      kernel: shut down")
+timed(nbgrader_api.NbGraderAPI, "generate_feedback", "  feedback HTML")
+start = time.perf_counter()
+run.grade(Path({subs!r}), Path({out!r}), limits=Limits())
+total = time.perf_counter() - start
+n = {n}
+print(f"grading run, serial, warm: {{total / n:.3f}} s per notebook ({{total:.1f}} s for {{n}})")
+print(f"  once per run (start-up, loading the assignments, the template): {{(total - spent['submission, all of it']) / n:.3f}}")
+for phase, seconds in spent.items():
+    print(f"  {{phase:40s}} {{seconds / n:.3f}}")
+"""
+
+
+def phases(n: int) -> None:
+    """Where a warm serial run's time goes, per notebook-submission (timers around its steps)."""
+    nbs = [course.notebooks("01_change_of_variables")[0], course.notebooks("02_actnorm")[0]]
+    with tempfile.TemporaryDirectory() as tmp:
+        subs = Path(tmp) / "submissions"
+        for i in range(n):
+            nb = nbs[i % 2]
+            samples.write(samples.filled(nb), subs / f"student{i // 2:03d}" / nb.assignment / f"{nb.name}.ipynb")
+        code = PHASES.format(root=str(ROOT), subs=str(subs), out=str(Path(tmp) / "out"), n=n)
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(proc.stderr[-3000:])
+        print(proc.stdout, end="")
+
+
 if __name__ == "__main__":
+    if "--phases" in sys.argv:
+        phases(int(next((a for a in sys.argv[1:] if a.isdigit()), 20)))
+        sys.exit(0)
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     if only:
