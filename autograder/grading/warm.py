@@ -126,6 +126,11 @@ class Template:
         """Wait for the template's imports, then probe one fork (raises WarmUnavailable)."""
         if self.ready:
             return
+        try:  # a forked kernel is not this process's child: its end is watched through a pidfd
+            os.close(os.pidfd_open(os.getpid()))
+        except (AttributeError, OSError) as err:
+            self.close()
+            raise WarmUnavailable(f"this system cannot watch a forked kernel (pidfd_open: {err})") from None
         ready = self._read(START_TIMEOUT)
         if "ready" not in ready:
             self.close()
