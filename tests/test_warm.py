@@ -97,11 +97,15 @@ def test_a_warm_kernel_runs_cells_and_takes_what_it_started_with_it(fresh_warm):
     limits = Limits()
     assert warm.template_for(limits) is not None, warm._unavailable
     nb = _run(_notebook(
-        "import sys, torch; print(sys.modules['torch'] is torch, torch.get_num_threads())",
+        "import sys, torch; print(sys.modules['torch'] is torch, torch.get_num_threads())\n"
+        "import ctypes, numpy\n"  # numpy's OpenBLAS: loaded by the template with one thread, then given the kernel's
+        "lib = ctypes.CDLL(next(l.split()[-1] for l in open('/proc/self/maps') if 'openblas64' in l))\n"
+        "print(lib.scipy_openblas_get_num_threads64_())",
         f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time  # {MARK}\\n"
         f"while True: time.sleep(1)'], start_new_session=True)",
         "import os; print(os.getpid(), os.getuid(), os.getcwd())"), limits)
-    assert nb.cells[0].outputs[0]["text"].split() == ["True", str(limits.kernel_threads())]
+    threads = str(limits.kernel_threads())
+    assert nb.cells[0].outputs[0]["text"].split() == ["True", threads, threads]  # torch's, numpy's BLAS
     assert nb.cells[2].outputs[0]["text"].split() == ["2", "65534", sandbox.WORK]
     assert wait_until(lambda: not marked_processes()), marked_processes()  # killed with the sandbox
 

@@ -154,6 +154,23 @@ def drop_capabilities() -> None:
     _syscall(SYS_CAPSET, header, data)
 
 
+BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                "openblas_set_num_threads64_", "openblas_set_num_threads")
+
+
+def set_blas_threads(n: int) -> None:
+    """numpy's and scipy's OpenBLAS get ``n`` threads. The template loaded them with one (OpenBLAS
+    starts its threads when loaded, and a fork keeps only the forking thread); OpenBLAS starts
+    the others when asked, here, in the kernel."""
+    with open("/proc/self/maps") as fh:
+        libs = sorted({line.split()[-1] for line in fh if "openblas" in line.lower() and line.split()[-1][:1] == "/"})
+    for path in libs:
+        lib = ctypes.CDLL(path)
+        setter = next((getattr(lib, name) for name in BLAS_SETTERS if hasattr(lib, name)), None)
+        if setter is not None:
+            setter(n)
+
+
 def run_kernel(req: dict) -> None:
     """Become the kernel: environment, threads, fresh random state, then ipykernel. A probe
     (``req["probe"]``) writes what it sees to ``probe.json`` instead."""
@@ -184,6 +201,7 @@ def run_kernel(req: dict) -> None:
     import torch
 
     torch.set_num_threads(req["threads"])  # OpenMP read its variables when torch was imported here
+    set_blas_threads(req["threads"])
     random.seed()
     numpy.random.seed()
     torch.seed()

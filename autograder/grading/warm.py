@@ -109,8 +109,8 @@ class Template:
 
         self.log = tempfile.NamedTemporaryFile(prefix="ag-template-", suffix=".log", delete=False)
         # OpenMP (torch) starts its threads at the first parallel region, in the kernel; OpenBLAS
-        # (numpy, scipy) starts them when loaded, in the template, so it gets none: a fork copies
-        # one thread. numpy's BLAS is single-threaded in a warm kernel; torch has its threads.
+        # (numpy, scipy) starts them when loaded, in the template, so it is loaded with one (a
+        # fork copies one thread) and given the kernel's threads in the kernel.
         # Its environment is the kernel's, not this process's: a fork's /proc/self/environ shows
         # what the template was started with, whatever the kernel sets later.
         self.home = tempfile.TemporaryDirectory(prefix="ag-template-")
