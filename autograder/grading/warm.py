@@ -89,8 +89,8 @@ class Forked:
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:
-            try:
-                os.kill(self.pid, signum)
+            try:  # through the pidfd: never to another process that reused the pid
+                signal.pidfd_send_signal(self._fd, signum)
             except ProcessLookupError:
                 pass
 
@@ -175,11 +175,11 @@ class Template:
             (scratch / "work").mkdir()
             (scratch / "ipc").mkdir()
             req = request(self.limits, scratch, str(scratch / "ipc" / "kernel.json"), probe=True)
-            pid = self.fork({**req, "look_for": [str(p) for p in look_for]})
+            forked = Forked(self.fork({**req, "look_for": [str(p) for p in look_for]}))
             try:
-                Forked(pid).wait(60)
+                forked.wait(60)
             except subprocess.TimeoutExpired:
-                os.kill(pid, signal.SIGKILL)
+                forked.kill()
             report = scratch / "work" / "probe.json"
             if not report.exists():
                 error = scratch / "ipc" / "launch-error.txt"
@@ -258,6 +258,10 @@ class Spare:
         from .sandbox import remove_cgroup
 
         self.process.kill()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
         remove_cgroup(self.cgroup)
         shutil.rmtree(self.scratch, ignore_errors=True)
 
