@@ -235,8 +235,13 @@ def _report_error(req: dict) -> None:
 def supervise(req: dict) -> None:
     """The forked child: namespaces, then pid 1 and the kernel (see the module docstring). Never returns."""
     code = 1
+    handed_out = []
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the template ignores it; here children are waited for
+        # A spare kernel (forked ahead of its submission) starts its clock when it is handed out
+        # (SIGUSR1, ignored by the template until this handler is in place); until then it may
+        # wait an hour.
+        signal.signal(signal.SIGUSR1, lambda *_: (handed_out.append(1), signal.alarm(max(1, int(req["timeout"])))))
         _die_with_parent()
         os.setsid()
         null = os.open("/dev/null", os.O_RDWR)
@@ -256,10 +261,7 @@ def supervise(req: dict) -> None:
         if init == 0:
             pid_one(req)
         signal.signal(signal.SIGALRM, lambda *_: os.kill(init, signal.SIGKILL))
-        # A spare kernel (forked ahead of its submission) starts its clock when it is handed
-        # out (SIGUSR1); until then it may wait an hour.
-        signal.signal(signal.SIGUSR1, lambda *_: signal.alarm(max(1, int(req["timeout"]))))
-        signal.alarm(SPARE_WAIT if req.get("spare") else max(1, int(req["timeout"])))
+        signal.alarm(SPARE_WAIT if req.get("spare") and not handed_out else max(1, int(req["timeout"])))
         while True:
             try:
                 _, status = os.waitpid(init, 0)
@@ -276,6 +278,7 @@ def pid_one(req: dict) -> None:
     """Pid 1 of the sandbox: build the root, start the kernel, reap orphans until the kernel exits."""
     code = 1
     try:
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # the supervisor's, not the sandbox's
         _die_with_parent()
         build_root(req["scratch"] + "/root", req)
         libc.sethostname(b"sandbox", 7)
@@ -337,6 +340,7 @@ def main() -> None:
         out.flush()
         return
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors are reaped by the kernel
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # a fork's until it sets its own (see supervise)
     out.write(json.dumps({"ready": round(time.perf_counter() - start, 3), "modules": len(modules)}) + "\n")
     out.flush()
     for line in sys.stdin:
