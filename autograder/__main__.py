@@ -73,7 +73,7 @@ def cmd_merge(args) -> int:
 
 def cmd_export(args) -> int:
     from .grading.lms import export, read_template, write
-    from .grading.results import read_csv
+    from .grading.results import LMS_IDS, read_csv, read_lms_ids
 
     grades = args.source / "grades.csv" if args.source.is_dir() else args.source
     if not grades.is_file():
@@ -91,7 +91,8 @@ def cmd_export(args) -> int:
             return 2
         mapping[assignment.strip()] = column.strip()
     template = read_template(args.template, args.lms) if args.template else None
-    result = export(read_csv(grades), template, mapping, ungraded=args.ungraded, scale=args.scale)
+    result = export(read_csv(grades), template, mapping, ungraded=args.ungraded, scale=args.scale,
+                    lms_ids=read_lms_ids(grades.parent / LMS_IDS))
     out = write(result, args.out or grades.parent / f"gradebook-{result.lms}.csv")
     print(result.summary())
     print(f"\n{result.lms} gradebook -> {out}" + ("" if result.complete else "  (INCOMPLETE: see NOT exported above)"))

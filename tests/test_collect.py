@@ -28,15 +28,15 @@ def test_nbgrader_layout(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name, student",
+    "name, student, lms_id",
     [
-        (f"smithjane_12345_678901_{NB}.ipynb", "smithjane"),  # Canvas
-        (f"smithjane_LATE_12345_678901_{NB}.ipynb", "smithjane"),  # Canvas, late
-        (f"Jane Smith_1234_assignsubmission_file_/{NB}.ipynb", "Jane-Smith"),  # Moodle folder per student
-        (f"jane.smith/{NB} (1).ipynb", "jane.smith"),  # a browser's second download in a student folder
+        (f"smithjane_12345_678901_{NB}.ipynb", "smithjane", "12345"),  # Canvas: its user id kept
+        (f"smithjane_LATE_12345_678901_{NB}.ipynb", "smithjane", "12345"),  # Canvas, late
+        (f"Jane Smith_1234_assignsubmission_file_/{NB}.ipynb", "Jane-Smith", None),  # Moodle folder per student
+        (f"jane.smith/{NB} (1).ipynb", "jane.smith", None),  # a browser's second download in a student folder
     ],
 )
-def test_lms_zip_names(tmp_path, name, student):
+def test_lms_zip_names(tmp_path, name, student, lms_id):
     archive = tmp_path / "download.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr(name, "{}")
@@ -44,6 +44,7 @@ def test_lms_zip_names(tmp_path, name, student):
         z.writestr("../escape.ipynb", "{}")  # a path outside the extraction folder is ignored
     subs, problems = collect(archive, tmp_path / "scratch")
     assert found(subs) == [(student, A, NB)]
+    assert [s.lms_id for s in subs] == [lms_id]
     assert problems == []
     assert not (tmp_path / "escape.ipynb").exists()
 

@@ -1,6 +1,7 @@
 """Grading through real nbgrader: selfcheck, a small class, an LMS zip, the CLI and the demo."""
 import csv
 import html
+import json
 import re
 import subprocess
 import sys
@@ -164,7 +165,7 @@ def test_cli_grades_an_lms_zip(tmp_path):
     archive = tmp_path / "canvas.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr(f"smithj_123_456_{NB.name}.ipynb", nbformat.writes(samples.filled(NB)))
-        z.writestr(f"doej_LATE_123_457_{NB.name} (1).ipynb", nbformat.writes(samples.blank(NB)))
+        z.writestr(f"doej_LATE_124_457_{NB.name} (1).ipynb", nbformat.writes(samples.blank(NB)))
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "autograder", "grade", str(archive), "--out", str(out)],
                           cwd=course.ROOT, capture_output=True, text=True, timeout=600)
@@ -172,6 +173,8 @@ def test_cli_grades_an_lms_zip(tmp_path):
     with open(out / "grades.csv") as fh:
         got = {r["student"]: (r["score"], r["max_score"], r["status"]) for r in csv.DictReader(fh)}
     assert got == {"smithj": ("12", "12", "ok"), "doej": ("0", "12", "ok")}
+    # the Canvas user ids in the file names, kept for `export` to match the gradebook's ID column
+    assert json.loads((out / "lms_ids.json").read_text()) == {"doej": ["124"], "smithj": ["123"]}
 
 
 def test_selfcheck_passes():

@@ -140,6 +140,34 @@ def test_a_name_two_gradebook_students_share_is_reported_not_guessed(tmp_path):
     assert out["1001"][C1] == out["1005"][C1] == ""
 
 
+def test_the_canvas_user_id_from_the_zip_tells_two_students_of_one_name_apart(tmp_path):
+    """A Canvas zip names each file with the student's Canvas user id; ``grade`` keeps it
+    (``lms_ids.json``) and ``export`` matches it to the gradebook's ID column before any name."""
+    text = (CANVAS / "gradebook_export.csv").read_text(encoding="utf-8")
+    text += '"Smith, Jane",1005,00999,jsmith2,Glow 2026,,,,,,,\n'
+    (tmp_path / "export.csv").write_text(text, encoding="utf-8")
+    result = export(read_csv(CANVAS / "grades.csv"), read_template(tmp_path / "export.csv"),
+                    lms_ids={"smithjane": ["1005"]})
+    assert not any(a.startswith("smithjane:") for a in result.ambiguous)
+    out = by_student(table(write(result, tmp_path / "out.csv")), "ID")
+    jane = [r for r in read_csv(CANVAS / "grades.csv") if r.student == "smithjane" and r.assignment == A1][0]
+    assert out["1005"][C1] == f"{jane.score:g}" and out["1001"][C1] == ""
+
+
+def test_grade_and_merge_keep_the_lms_ids_the_files_carried(tmp_path):
+    from autograder.grading.results import LMS_IDS, read_lms_ids, write_lms_ids
+    from autograder.grading.shards import SHARD_FILE, merge
+
+    for i, ids in ((1, {"smithjane": ["1001"]}), (2, {"doejohn": ["1002"]})):
+        shard = tmp_path / f"shard-{i}"
+        shard.mkdir()
+        (shard / "grades.csv").write_text("student,assignment,score,max_score,status,notes\n")
+        (shard / SHARD_FILE).write_text(f'{{"shard": {i}, "of": 2, "students": []}}')
+        write_lms_ids(ids, shard / LMS_IDS)
+    merge([tmp_path / "shard-1", tmp_path / "shard-2"], tmp_path / "all")
+    assert read_lms_ids(tmp_path / "all" / LMS_IDS) == {"doejohn": ["1002"], "smithjane": ["1001"]}
+
+
 def test_separator_byte_order_mark_and_line_endings_are_kept(tmp_path):
     text = (MOODLE / "grades_export.csv").read_text(encoding="utf-8").replace(",", ";").replace("\n", "\r\n")
     (tmp_path / "export.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())

@@ -29,6 +29,7 @@ class Submission:
     assignment: str
     notebook: str
     path: Path
+    lms_id: str | None = None  # the LMS's own user id, where the file name carries it (Canvas)
 
 
 @dataclass
@@ -91,6 +92,7 @@ def collect(source: Path, scratch: Path) -> tuple[list[Submission], list[Problem
         if path.suffix != ".ipynb":
             continue
         parts = rel.parts
+        lms_id = None
         if len(parts) >= 3 and parts[-2] in assignments:  # <student>/<assignment>/<notebook>.ipynb
             student, assignment = student_id(parts[-3]), parts[-2]
             m = flat.match(parts[-1]) if flat else None
@@ -106,8 +108,9 @@ def collect(source: Path, scratch: Path) -> tuple[list[Submission], list[Problem
                 continue
             name = m["notebook"]
             assignment = by_name[name].assignment
-            if m["prefix"]:  # Canvas: <student>_<ids>_<notebook>.ipynb
+            if m["prefix"]:  # Canvas: <student>_[LATE_]<user id>_<submission id>_<notebook>.ipynb
                 student = student_id(m["prefix"].split("_")[0])
+                lms_id = next((p for p in m["prefix"].split("_")[1:] if p.isdigit()), None)
             elif len(parts) > 1:  # <student folder>/<notebook>.ipynb; Moodle adds _<id>_assignsubmission_file_
                 student = student_id(re.sub(r"_\d+_assignsubmission.*$", "", parts[-2]))
             else:
@@ -117,7 +120,7 @@ def collect(source: Path, scratch: Path) -> tuple[list[Submission], list[Problem
         if key in found:  # a re-submission: keep the newest file
             if path.stat().st_mtime < found[key].path.stat().st_mtime:
                 continue
-        found[key] = Submission(student, assignment, name, path)
+        found[key] = Submission(student, assignment, name, path, lms_id)
     return list(found.values()), problems
 
 

@@ -250,8 +250,10 @@ def _score(value: float) -> str:
     return f"{round(value, 2):g}"
 
 
-def _match_students(t: Template, students: list[str], result: Export) -> dict[str, int]:
-    """Each grades.csv student's template row: by id first, then by name; reports what is left."""
+def _match_students(t: Template, students: list[str], result: Export,
+                    lms_ids: dict[str, list[str]] | None = None) -> dict[str, int]:
+    """Each grades.csv student's template row: by the LMS's user id from the zip (``lms_ids``),
+    then by the student id as an id, then by name; reports what is left."""
     if t.lms == "plain":
         return {s: i for i, s in enumerate((r[0] for r in t.table[1:]), 1)}
     by_id: dict[str, set[int]] = {}
@@ -264,7 +266,8 @@ def _match_students(t: Template, students: list[str], result: Export) -> dict[st
             by_name.setdefault(k, set()).add(i)
     found: dict[str, int] = {}
     for s in students:
-        for index, key, how in ((by_id, s.casefold(), "id"), (by_name, _compact(s), "name")):
+        keys = [(by_id, i.casefold(), "LMS id") for i in (lms_ids or {}).get(s, [])]
+        for index, key, how in keys + [(by_id, s.casefold(), "id"), (by_name, _compact(s), "name")]:
             rows = index.get(key, set())
             if len(rows) == 1:
                 found[s] = next(iter(rows))
@@ -327,11 +330,13 @@ def _columns(t: Template, assignments: list[str], mapping: dict[str, str], resul
 
 
 def export(rows: list[Row], template: Template | None = None, mapping: dict[str, str] | None = None,
-           ungraded: str = "leave", scale: bool = False) -> Export:
+           ungraded: str = "leave", scale: bool = False, lms_ids: dict[str, list[str]] | None = None) -> Export:
     """Put ``rows`` (``grades.csv``) into ``template`` (or a plain wide CSV), one cell per student and assignment.
 
     ``ungraded``: ``leave`` keeps the template's cell for a row with no grade (blank in a plain
     CSV), ``zero`` writes 0. ``scale``: rescale each score to the Canvas column's Points Possible.
+    ``lms_ids``: student -> the LMS user ids its files carried (``grade`` writes them to
+    ``LMS_IDS`` next to grades.csv): matched before anything else.
     """
     if ungraded not in ("leave", "zero"):
         raise SystemExit(f"ungraded must be 'leave' or 'zero', not {ungraded!r}")
@@ -354,7 +359,7 @@ def export(rows: list[Row], template: Template | None = None, mapping: dict[str,
     if scale and t.points_row() is None:
         raise SystemExit("--scale needs a Canvas template (its Points Possible row)")
     columns = _columns(t, assignments, mapping, result)
-    where = _match_students(t, students, result)
+    where = _match_students(t, students, result, lms_ids)
     width = len(t.header)
     for r in t.table[1:]:
         if r:  # an empty line stays empty (Moodle would read a line of commas as a user it cannot find)

@@ -9,11 +9,15 @@ version of that exercise (scored as it is; for the instructor to look at).
 from __future__ import annotations
 
 import csv
+import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["FIELDS", "Row", "write_csv", "read_csv", "format_table", "elide", "column_widths", "text_table"]
+__all__ = ["FIELDS", "LMS_IDS", "Row", "write_csv", "read_csv", "write_lms_ids", "read_lms_ids", "format_table", "elide",
+           "column_widths", "text_table"]
+
+LMS_IDS = "lms_ids.json"  # next to grades.csv: student -> the LMS user ids its files carried
 
 FIELDS = ["student", "assignment", "score", "max_score", "status", "notes"]
 
@@ -62,6 +66,18 @@ def read_csv(path: Path) -> list[Row]:
         return [Row(r["student"], r["assignment"], float(r["score"] or 0),
                     float(r["max_score"]) if r["max_score"] else None, r["status"], r.get("notes", ""))
                 for r in reader]
+
+
+def write_lms_ids(ids: dict[str, list[str]], path: Path) -> None:
+    """The LMS's own user ids of the students (a Canvas zip names each file with one), for
+    ``export`` to match a gradebook exactly; no file when there are none."""
+    if ids:
+        Path(path).write_text(json.dumps({s: sorted(set(v)) for s, v in sorted(ids.items())}, indent=1) + "\n")
+
+
+def read_lms_ids(path: Path) -> dict[str, list[str]]:
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def format_table(rows: list[Row]) -> str:

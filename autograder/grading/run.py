@@ -25,7 +25,7 @@ from . import sandbox, warm
 from .collect import collect, read_roster
 from .grader import Grader, max_score, unreadable
 from .limits import Limits
-from .results import Row, write_csv
+from .results import LMS_IDS, Row, write_csv, write_lms_ids
 from .shards import SHARD_FILE, shard_of
 
 __all__ = ["grade"]
@@ -112,7 +112,7 @@ def grade(source: Path, out: Path, *, roster: Path | None = None, only: list[str
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     work = out / ".nbgrader"
-    for stale in (work, out / "feedback", out / "grades.csv", out / SHARD_FILE):
+    for stale in (work, out / "feedback", out / "grades.csv", out / SHARD_FILE, out / LMS_IDS):
         if stale.is_dir():
             shutil.rmtree(stale)
         elif stale.exists():
@@ -156,6 +156,11 @@ def grade(source: Path, out: Path, *, roster: Path | None = None, only: list[str
 
     result_rows = sorted(rows.values(), key=lambda r: (r.student, r.assignment))
     write_csv(result_rows, out / "grades.csv")
+    lms_ids: dict[str, list[str]] = {}
+    for sub in subs:
+        if sub.lms_id:
+            lms_ids.setdefault(sub.student, []).append(sub.lms_id)
+    write_lms_ids(lms_ids, out / LMS_IDS)
     if shard:
         (out / SHARD_FILE).write_text(json.dumps({"shard": shard[0], "of": shard[1],
                                                   "students": sorted(students)}, indent=1))

@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .results import Row, read_csv, write_csv
+from .results import LMS_IDS, Row, read_csv, read_lms_ids, write_csv, write_lms_ids
 
 __all__ = ["parse_shard", "shard_of", "merge", "SHARD_FILE"]
 
@@ -72,4 +72,9 @@ def merge(shard_dirs: list[Path], out: Path) -> list[Row]:
             shutil.copytree(d / "feedback", out / "feedback", dirs_exist_ok=True)
     result = sorted(rows.values(), key=lambda r: (r.student, r.assignment))
     write_csv(result, out / "grades.csv")
+    lms_ids: dict[str, list[str]] = {}
+    for _, d in infos:
+        for student, ids in read_lms_ids(d / LMS_IDS).items():
+            lms_ids.setdefault(student, []).extend(ids)
+    write_lms_ids(lms_ids, out / LMS_IDS)
     return result
