@@ -14,8 +14,9 @@ EXTERNAL = re.compile(r"^(https?:)?//", re.I)
 
 
 class Assets(HTMLParser):
-    """The scripts (``<script src>``) and linked resources (``<link href>``: styles, fonts, icons)
-    a page loads; anchors (``<a href>``) are links, not loaded, and are not collected."""
+    """The scripts (``<script src>``), images (``<img src>``) and linked resources (``<link href>``:
+    styles, fonts, icons) a page loads; anchors (``<a href>``) are links, not loaded, and are not
+    collected."""
 
     def __init__(self):
         super().__init__()
@@ -23,7 +24,7 @@ class Assets(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        if tag == "script" and attrs.get("src"):
+        if tag in ("script", "img") and attrs.get("src"):
             self.found.append(attrs["src"])
         elif tag == "link" and attrs.get("href"):
             self.found.append(attrs["href"])

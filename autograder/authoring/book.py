@@ -8,8 +8,8 @@ The HTML lands in ``build/book/html``.
 The site reads offline: every script and style a page loads is served from the build. MathJax 3
 (the version Sphinx would otherwise load from a CDN) comes from the ``django-static-mathjax``
 package, a plain copy of the MathJax distribution, and is copied into ``_static/mathjax``;
-``sphinx_thebe``, whose only use is live code cells started from a CDN, is left out. Links
-(the Colab badges, the repository button) still point outwards.
+``sphinx_thebe``, whose only use is live code cells started from a CDN, is left out; the Colab
+badge is an image of its own. Links (the Colab badges, the repository button) still point outwards.
 """
 from __future__ import annotations
 
@@ -57,6 +57,18 @@ def extensions() -> list[str]:
     return [e for e in get_default_sphinx_config()["extensions"] if e not in OFFLINE_DROPPED_EXTENSIONS]
 
 
+# The "Open in Colab" badge, drawn here so that the book loads no image from outside (the
+# student notebooks, read online, use Colab's own).
+BADGE = "open-in-colab.svg"
+BADGE_SVG = """<svg xmlns="http://www.w3.org/2000/svg" width="117" height="20" role="img" aria-label="Open in Colab">
+<rect width="117" height="20" rx="3" fill="#555"/><rect x="38" width="79" height="20" rx="3" fill="#f9ab00"/>
+<rect x="38" width="6" height="20" fill="#f9ab00"/>
+<g fill="#fff" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11" text-anchor="middle">
+<text x="19" y="14">Open</text><text x="77" y="14" fill="#222">in Colab</text></g>
+</svg>
+"""
+
+
 def mathjax_source() -> Path:
     """The ``es5`` folder of the installed MathJax distribution (what the CDN serves as ``mathjax@3/es5``)."""
     from importlib import metadata
@@ -91,11 +103,12 @@ def stage(out: Path = OUT) -> Path:
     src.mkdir(parents=True)
     for page in BOOK.glob("*.md"):
         shutil.copyfile(page, src / page.name)
+    (src / BADGE).write_text(BADGE_SVG)
     chapters = []
     for nb in course.notebooks():
         notebook = nbformat.read(nb.source, 4)
         badge = nbformat.v4.new_markdown_cell(
-            f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(nb)}) "
+            f"[![Open In Colab](../{BADGE})]({colab_url(nb)}) "
             "the student version, with the exercises blank.", id="book-badge")
         notebook.cells.insert(1, badge)  # after the title cell
         dest = src / nb.assignment / f"{nb.name}.ipynb"
