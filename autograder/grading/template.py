@@ -217,8 +217,9 @@ def run_kernel(req: dict) -> None:
     app.start()
 
 
-def _die_with_parent() -> None:
-    parent = os.getppid()
+def _die_with_parent(parent: int | None = None) -> None:
+    """SIGKILL when the parent (``parent``, or the current one) dies; exit now if it already has."""
+    parent = os.getppid() if parent is None else parent
     _call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # it died before we asked
         os._exit(1)
@@ -331,7 +332,7 @@ def main() -> None:
     out = sys.stdout
     sys.stdout = sys.stderr  # anything an import prints must not reach the protocol
     if len(sys.argv) > 1:
-        _die_with_parent_of(int(sys.argv[1]))
+        _die_with_parent(int(sys.argv[1]))
     start = time.perf_counter()
     modules = warm_up()
     threads = len(os.listdir("/proc/self/task"))
@@ -353,12 +354,6 @@ def main() -> None:
         except Exception as err:  # a bad request: say so, keep serving
             out.write(json.dumps({"error": f"{type(err).__name__}: {err}"}) + "\n")
         out.flush()
-
-
-def _die_with_parent_of(parent: int) -> None:
-    _call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(1)
 
 
 if __name__ == "__main__":
